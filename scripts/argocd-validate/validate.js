@@ -64,7 +64,7 @@ function main(files) {
       }
     });
   }
-  console.log(`${passed} passed, ${failed} failed`);
+  console.log(`validate.js: ${passed} valid, ${failed} invalid`);
   return failed > 0 ? 1 : 0;
 }
 

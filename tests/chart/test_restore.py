@@ -1,0 +1,80 @@
+"""The restore Job template and the optional drill."""
+
+from conftest import container, container_env, pod_spec, render
+
+
+def restore(rendered):
+    return rendered.get("CronJob", "database-restore", "backup")
+
+
+def test_the_restore_template_is_a_suspended_cronjob_named_database_restore(default_render):
+    spec = restore(default_render)["spec"]
+    assert spec["suspend"] is True
+    assert spec["schedule"] == "0 0 31 2 *", "February 31st never comes: the template never fires by itself"
+    assert spec["concurrencyPolicy"] == "Forbid"
+
+
+def test_a_job_created_from_the_template_restores_latest_after_a_safety_backup(default_render):
+    ctr = container(restore(default_render), "restore")
+    assert ctr["args"] == ["restore", "latest"]
+    job = restore(default_render)["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0, "a failed restore is never retried behind the operator's back"
+    assert job["activeDeadlineSeconds"] == 3600
+    assert pod_spec(restore(default_render))["restartPolicy"] == "Never"
+
+
+def test_restore_options_become_flags():
+    rendered = render(
+        "restore.backup=eternia-backup-20250101-020000.tar.gz",
+        "restore.safetyBackup=false",
+        "restore.includeKubernetes=false",
+    )
+    assert container(restore(rendered), "restore")["args"] == [
+        "restore",
+        "eternia-backup-20250101-020000.tar.gz",
+        "--no-safety-backup",
+        "--no-kubernetes",
+    ]
+
+
+def test_the_restore_restarts_the_app_deployments_and_takes_the_lease(default_render):
+    env = container_env(default_render, container(restore(default_render), "restore"))
+    assert env["RESTORE_DEPLOYMENTS"] == "deployment/eternia-backend"
+    assert env["RESTORE_MODE"] == "clean"
+    assert env["RESTORE_ROLLOUT_TIMEOUT"] == "10m"
+    assert env["BACKUP_NAMESPACE"] == "eternia-production"
+    assert env["LEASE_NAME"] == "eternia-backup-restore"
+    assert env["LEASE_NAMESPACE"] == "fieldRef:metadata.namespace"
+
+
+def test_several_deployments_and_swap_mode_are_passed_on():
+    rendered = render("app.deployments={eternia-backend,eternia-worker}", "restore.mode=swap", "lease.name=lock")
+    env = container_env(rendered, container(restore(rendered), "restore"))
+    assert env["RESTORE_DEPLOYMENTS"] == "deployment/eternia-backend,deployment/eternia-worker"
+    assert env["RESTORE_MODE"] == "swap"
+    assert env["LEASE_NAME"] == "lock"
+
+
+def test_an_unknown_restore_mode_fails_with_a_schema_error():
+    from conftest import render_error
+
+    assert "/restore/mode" in render_error("restore.mode=merge")
+
+
+def test_the_backup_skips_while_a_restore_holds_the_same_lease(default_render):
+    backup_env = container_env(default_render, container(default_render.get("CronJob", "database-backup"), "backup"))
+    restore_env = container_env(default_render, container(restore(default_render), "restore"))
+    assert backup_env["LEASE_NAME"] == restore_env["LEASE_NAME"]
+    assert backup_env["LEASE_NAMESPACE"] == restore_env["LEASE_NAMESPACE"]
+
+
+def test_the_drill_is_off_by_default_and_runs_weekly_when_enabled(default_render):
+    assert default_render.find("CronJob", "database-drill") is None
+    rendered = render("drill.enabled=true")
+    drill = rendered.get("CronJob", "database-drill")
+    assert drill["spec"]["schedule"] == "0 4 * * 0"
+    assert drill["spec"]["concurrencyPolicy"] == "Forbid"
+    ctr = container(drill, "drill")
+    assert ctr["args"] == ["drill", "latest"]
+    env = container_env(rendered, ctr)
+    assert "LEASE_NAMESPACE" not in env
