@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Chart, manifest and image checks, all with real tools (installed by scripts/install-tools.sh):
-#   1. helm lint --strict     chart defaults, chart/ci/*.yaml, argocd/values-*.yaml
+#   1. helm lint --strict     chart defaults, chart/ci/*.yaml, argocd/values-*.yaml, .github/e2e/values-e2e.yaml
 #   2. helm template + kubernetes-validate --strict -k $K8S_VERSION for each of those renders; the
 #      prometheus-operator kinds (ServiceMonitor, PrometheusRule), which kubernetes-validate has no schema
-#      for, are validated by scripts/argocd-validate/validate.js against their CRD schemas instead
-#   3. the Argo CD Applications (argocd/eternia-*.yaml) against the Argo CD CRD schema (same validator)
-#   4. hadolint on the Dockerfile
-#   5. pytest tests/chart (assertions over the rendered YAML)
+#      for, are validated by scripts/argocd-validate/validate.js against their CRD schemas instead, and
+#      the PrometheusRule expressions are parsed with Prometheus' PromQL grammar
+#   3. kubernetes-validate the e2e manifests; the Argo CD Applications (argocd/eternia-*.yaml) against the
+#      Argo CD CRD schema (same validator)
+#   4. hadolint on the Dockerfile; shellcheck on scripts/*.sh and the workflows' run: blocks
+#   5. pytest tests/chart (assertions over the rendered YAML, the Argo CD files, the docs, the Dockerfile)
 # Runs every step, then exits non-zero if any failed. Usage: scripts/test-chart.sh [extra pytest args]
 set -uo pipefail
 
@@ -77,7 +79,7 @@ PY
   fi
   if [[ $n_crd -gt 0 ]]; then
     if node scripts/argocd-validate/validate.js "$OUT/$name.crd.yaml" >"$OUT/crd.log" 2>&1; then
-      echo "ok    $values: $n_crd prometheus-operator objects valid (ServiceMonitor/PrometheusRule CRD schemas)"
+      echo "ok    $values: $n_crd prometheus-operator objects valid (CRD schemas, PromQL syntax)"
     else
       cat "$OUT/crd.log"
       fail "prometheus-operator schema $values"

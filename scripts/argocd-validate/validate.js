@@ -2,6 +2,8 @@
 // Offline schema validation of custom resources that kubernetes-validate has no schema for:
 //   argoproj.io/v1alpha1 Application, AppProject, ApplicationSet   (@kubernetes-models/argo-cd)
 //   monitoring.coreos.com/v1 ServiceMonitor, PrometheusRule          (@kubernetes-models/prometheus-operator)
+// and the PromQL of every PrometheusRule expression, parsed with Prometheus' own grammar
+// (@prometheus-io/lezer-promql, the parser of the Prometheus UI): a syntax error fails the rule.
 // Usage: node validate.js FILE.yaml...   (multi-document YAML; empty documents are ignored)
 // Exits 1 when a document fails its schema or has a kind this script does not know, 2 on usage errors.
 // scripts/test-chart.sh runs it with NODE_PATH pointing at the node_modules that install-tools.sh installed.
@@ -11,6 +13,7 @@ const fs = require("fs");
 const YAML = require("yaml");
 const argo = require("@kubernetes-models/argo-cd/argoproj.io/v1alpha1");
 const monitoring = require("@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1");
+const { parser: promql } = require("@prometheus-io/lezer-promql");
 
 const MODELS = {
   "argoproj.io/v1alpha1/Application": argo.Application,
@@ -27,6 +30,26 @@ function describeErrors(err) {
       .join("; ");
   }
   return err.message;
+}
+
+// PromQL syntax errors of a PrometheusRule, as messages.
+function promqlErrors(obj) {
+  const messages = [];
+  for (const group of (obj.spec && obj.spec.groups) || []) {
+    for (const rule of group.rules || []) {
+      const expr = String(rule.expr);
+      const tree = promql.parse(expr);
+      tree.iterate({
+        enter: (node) => {
+          if (node.type.isError) {
+            const at = expr.slice(Math.max(0, node.from - 20), node.from + 20).replace(/\s+/g, " ");
+            messages.push(`${group.name}/${rule.alert || rule.record}: PromQL syntax error at ${node.from}: ...${at}...`);
+          }
+        },
+      });
+    }
+  }
+  return messages;
 }
 
 function main(files) {
@@ -56,6 +79,12 @@ function main(files) {
       }
       try {
         new Model(obj).validate();
+        const syntax = obj.kind === "PrometheusRule" ? promqlErrors(obj) : [];
+        if (syntax.length > 0) {
+          console.log(`ERROR ${name}: ${syntax.join("; ")}`);
+          failed++;
+          return;
+        }
         console.log(`ok    ${name}`);
         passed++;
       } catch (err) {
