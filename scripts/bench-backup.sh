@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Backup benchmark (issue: backup engine). Builds a ~1 GB database (pgbench scale 40 plus 1.5M rows of
+# jsonb/text), then times in the same run:
+#   1. bare `pg_dump -Fc -Z0 > /dev/null`           (the baseline)
+#   2. `eternia-backup backup` with gzip and with zstd (wall time and peak RSS)
+#   3. the seed runbook's pipeline: pg_dump | gzip > db.sql.gz; tar czf archive.tar.gz …
+# Usage: scripts/bench-backup.sh [FACTOR]   FACTOR=2 doubles the data (for the memory-at-2x figure).
+# Needs PostgreSQL on 127.0.0.1:5432 (user postgres), pgbench, GNU time. Prints a markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FACTOR=${1:-1}
+DB=eb_bench_x${FACTOR}
+export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql-contrib >/dev/null; }
+
+cargo build --release --locked -q
+BIN=$PWD/target/release/eternia-backup
+WORK=$(mktemp -d /tmp/eb-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+if [ "$(psql -Atc "SELECT count(*) FROM pg_database WHERE datname='$DB'")" != 1 ]; then
+  echo "creating $DB (scale $((40 * FACTOR)) + $((1500000 * FACTOR)) document rows)…" >&2
+  createdb "$DB"
+  pgbench -i -q -s $((40 * FACTOR)) "$DB" >/dev/null 2>&1
+  psql -q -d "$DB" -c "CREATE TABLE documents (id bigserial PRIMARY KEY, title text, body text, attrs jsonb);
+    INSERT INTO documents (title, body, attrs)
+    SELECT 'document ' || g, repeat(md5(g::text), 4) || ' ' || md5(random()::text),
+           jsonb_build_object('n', g, 'tag', 'tag' || (g % 97), 'score', random(), 'flags', jsonb_build_array(g % 2 = 0, g % 3 = 0))
+    FROM generate_series(1, $((1500000 * FACTOR))) g;
+    VACUUM ANALYZE;"
+fi
+SIZE=$(psql -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")
+
+# runs "$@" under GNU time; prints "seconds max_rss_kib"
+measure() {
+  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; exit 1; }
+  cat "$WORK/time"
+}
+
+psql -q -d "$DB" -c "SELECT count(*) FROM documents" >/dev/null   # warm the cache
+read -r t_bare _ < <(measure sh -c "pg_dump -d $DB -Fc -Z0 > /dev/null")
+mkdir -p "$WORK/gz" "$WORK/zst" "$WORK/seed/configs"
+read -r t_gz rss_gz < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" "$BIN" --backup-dir "$WORK/gz" backup --no-kubernetes --no-prune --compression gzip)
+read -r t_zst rss_zst < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" "$BIN" --backup-dir "$WORK/zst" backup --no-kubernetes --no-prune --compression zstd)
+read -r t_seed _ < <(measure sh -c "cd $WORK/seed && pg_dump -d $DB | gzip > db.sql.gz && tar czf archive.tar.gz db.sql.gz configs")
+size_gz=$(stat -c %s "$WORK"/gz/*.tar.gz)
+size_zst=$(stat -c %s "$WORK"/zst/*.tar.zst)
+size_seed=$(stat -c %s "$WORK"/seed/archive.tar.gz)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+cat <<TABLE
+database $DB: $SIZE (factor $FACTOR), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)
+
+| run | wall s | × bare pg_dump | peak RSS MiB | archive MiB |
+|---|---|---|---|---|
+| bare pg_dump -Fc -Z0 > /dev/null | $t_bare | 1.00 | | |
+| eternia-backup gzip (level 1) | $t_gz | $(ratio "$t_gz" "$t_bare") | $((rss_gz / 1024)) | $((size_gz / 1048576)) |
+| eternia-backup zstd (level 3) | $t_zst | $(ratio "$t_zst" "$t_bare") | $((rss_zst / 1024)) | $((size_zst / 1048576)) |
+| seed pipeline (pg_dump \| gzip; tar czf) | $t_seed | $(ratio "$t_seed" "$t_bare") | | $((size_seed / 1048576)) |
+TABLE

@@ -1,0 +1,210 @@
+//! From parsed command line to work done: builds the typed plans, runs the subcommand, prints results
+//! to stdout and errors (one line, with what to check) to the log, and returns the exit code.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tracing::{error, info};
+
+use crate::archive::codec::{EncodeOptions, parse_recipients};
+use crate::cli::{BackupArgs, Cli, Command, GlobalArgs, OutputFormat, RetentionArgs};
+use crate::commands::backup::{BackupPlan, KubernetesSource};
+use crate::commands::{backup, list, prune, verify};
+use crate::error::{Error, Result};
+use crate::kube::export::ExportFilter;
+use crate::kube::selector::Selector;
+use crate::lock::DirLock;
+use crate::notify::Notifier;
+use crate::postgres::PgTarget;
+use crate::postgres::dump::DumpOptions;
+use crate::retention::Policy;
+use crate::store::{BackupStore, LocalStore};
+use crate::telemetry;
+
+pub fn run(cli: Cli) -> i32 {
+    telemetry::init(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Backup(args) => run_backup(&global, args).await,
+        Command::List(args) => {
+            let backups = local_store(&global).list().await?;
+            let out = match args.output {
+                OutputFormat::Table => list::render_table(&backups),
+                OutputFormat::Json => list::render_json(&backups) + "\n",
+            };
+            print!("{out}");
+            Ok(())
+        }
+        Command::Verify(args) => {
+            let store = local_store(&global);
+            let report = verify::verify(&store, &args.name, args.identity_file).await?;
+            if report.contents_checked {
+                println!(
+                    "OK {}: archive checksum and all {} entries verified",
+                    report.name, report.entries
+                );
+            } else {
+                println!(
+                    "OK {}: archive checksum verified; contents not checked (encrypted: pass --identity-file or set AGE_IDENTITY_FILE)",
+                    report.name
+                );
+            }
+            Ok(())
+        }
+        Command::Prune(args) => {
+            let store = local_store(&global);
+            store.check_dir()?;
+            let _lock = DirLock::acquire(store.dir())?;
+            let report = prune::prune(
+                &store,
+                &policy(&args.retention),
+                jiff::Timestamp::now(),
+                args.dry_run,
+            )
+            .await?;
+            print!("{}", report.render());
+            Ok(())
+        }
+    }
+}
+
+fn local_store(global: &GlobalArgs) -> LocalStore {
+    LocalStore::new(&global.backup_dir, &global.prefix)
+}
+
+pub fn policy(r: &RetentionArgs) -> Policy {
+    Policy {
+        keep_days: r.keep_days,
+        keep_last: r.keep_last,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+    }
+}
+
+async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
+    let notifier = args
+        .notify_slack_webhook_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .map(|u| Notifier::new(SecretString::from(u), args.notify_on_success));
+    let result = async {
+        let plan = backup_plan(global, &args)?;
+        backup::run(plan).await
+    }
+    .await;
+    match (&result, &notifier) {
+        (Ok(s), Some(n)) if n.on_success => {
+            n.send(&format!(":white_check_mark: {}", s.one_line()))
+                .await
+        }
+        (Err(Error::AlreadyRunning { .. }), _) => {}
+        (Err(e), Some(n)) => {
+            n.send(&format!(":x: eternia-backup: backup FAILED: {e}"))
+                .await
+        }
+        _ => {}
+    }
+    let summary = result?;
+    println!("{}", summary.one_line());
+    if let Some(r) = &summary.retention {
+        if !r.deleted.is_empty() || !r.stale_partials.is_empty() {
+            info!(deleted = ?r.deleted, stale_partials = ?r.stale_partials, "retention removed old backups");
+        }
+    }
+    Ok(())
+}
+
+/// Validates every input before anything touches the database or the volume.
+pub fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<BackupPlan> {
+    let recipients = parse_recipients(&args.encrypt_to)?;
+    let level = args
+        .compression_level
+        .unwrap_or_else(|| args.compression.default_level());
+    let valid_levels = match args.compression {
+        crate::archive::Compression::Gzip => 0..=9,
+        crate::archive::Compression::Zstd => 1..=19,
+    };
+    if !valid_levels.contains(&level) {
+        return Err(Error::config(format!(
+            "compression level {level} is out of range for {} ({}..={})",
+            args.compression.as_str(),
+            valid_levels.start(),
+            valid_levels.end()
+        )));
+    }
+    let url = args
+        .database
+        .database_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .map(SecretString::from);
+    let target = PgTarget::resolve(url.as_ref(), |k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    })?;
+    let kubernetes = if args.no_kubernetes {
+        None
+    } else {
+        let exclude = args
+            .exclude_selector
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(Selector::parse)
+            .transpose()?;
+        let include = args.include_selector.clone().filter(|s| !s.is_empty());
+        if let Some(sel) = &include {
+            Selector::parse(sel)?;
+        }
+        Some(KubernetesSource {
+            client: None,
+            namespace: args.namespace.clone(),
+            filter: ExportFilter {
+                include,
+                exclude,
+                include_system: args.include_system_objects,
+                page_size: 200,
+            },
+        })
+    };
+    let chunk_size = usize::try_from(args.chunk_size)
+        .ok()
+        .filter(|c| (64 << 10..=1 << 30).contains(c))
+        .ok_or_else(|| Error::config("--chunk-size must be between 64KiB and 1GiB"))?;
+    Ok(BackupPlan {
+        store: local_store(global),
+        target,
+        kubernetes,
+        encode: EncodeOptions {
+            compression: args.compression,
+            level,
+            threads: args.compression_threads,
+            recipients,
+        },
+        dump: DumpOptions {
+            pg_dump: args.pg_dump.clone(),
+            chunk_size,
+        },
+        retention: (!args.no_prune).then(|| policy(&args.retention)),
+        progress_interval: Duration::from_secs(args.progress_interval.max(1)),
+    })
+}

@@ -1,0 +1,257 @@
+//! The byte layers under the tar stream: compression (gzip | zstd), optional age encryption, and a
+//! SHA-256 + size counter over the bytes that reach storage.
+
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use super::name::Compression;
+use crate::error::{Error, Result};
+
+/// Counts and hashes every byte written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn finish(self) -> (W, u64, String) {
+        (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Counts and hashes every byte read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Parses age recipients (`age1…`), failing with the offending value named.
+pub fn parse_recipients(values: &[String]) -> Result<Vec<age::x25519::Recipient>> {
+    values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            age::x25519::Recipient::from_str(v).map_err(|e| {
+                Error::config(format!(
+                    "invalid age recipient {v:?} in --encrypt-to/BACKUP_ENCRYPT_TO: {e}; expected a public \
+                     key starting with age1 (see `age-keygen -y`)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Reads an age identity file (as written by `age-keygen`). The file content never reaches an error.
+pub fn load_identities(path: &std::path::Path) -> Result<Vec<Box<dyn age::Identity>>> {
+    let file = age::IdentityFile::from_file(path.to_string_lossy().into_owned()).map_err(|e| {
+        Error::Encryption(format!(
+            "cannot read age identity file {}: {}; check AGE_IDENTITY_FILE / --identity-file and the mounted Secret",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    file.into_identities().map_err(|_| {
+        Error::Encryption(format!(
+            "age identity file {} holds no usable identity; expected lines starting with AGE-SECRET-KEY-1",
+            path.display()
+        ))
+    })
+}
+
+enum Encrypt<W: Write> {
+    Plain(W),
+    Age(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> Write for Encrypt<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encrypt::Plain(w) => w.write(buf),
+            Encrypt::Age(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encrypt::Plain(w) => w.flush(),
+            Encrypt::Age(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Encrypt<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encrypt::Plain(w) => Ok(w),
+            Encrypt::Age(w) => w.finish(),
+        }
+    }
+}
+
+/// compression ∘ encryption over `W`: what the tar builder writes into.
+pub struct Encoder<W: Write> {
+    inner: Compress<W>,
+}
+
+enum Compress<W: Write> {
+    Gzip(flate2::write::GzEncoder<Encrypt<W>>),
+    Zstd(zstd::stream::write::Encoder<'static, Encrypt<W>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    pub compression: Compression,
+    pub level: i32,
+    /// zstd worker threads (0 = compress on the calling thread).
+    pub threads: u32,
+    pub recipients: Vec<age::x25519::Recipient>,
+}
+
+impl<W: Write> Encoder<W> {
+    pub fn new(out: W, opts: &EncodeOptions) -> io::Result<Self> {
+        let enc = if opts.recipients.is_empty() {
+            Encrypt::Plain(out)
+        } else {
+            let recipients = opts.recipients.iter().map(|r| r as &dyn age::Recipient);
+            let encryptor = age::Encryptor::with_recipients(recipients)
+                .map_err(|e| io::Error::other(format!("age: {e}")))?;
+            Encrypt::Age(encryptor.wrap_output(out)?)
+        };
+        let inner = match opts.compression {
+            Compression::Gzip => {
+                let level = opts.level.clamp(0, 9) as u32;
+                Compress::Gzip(flate2::write::GzEncoder::new(
+                    enc,
+                    flate2::Compression::new(level),
+                ))
+            }
+            Compression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(enc, opts.level)?;
+                if opts.threads > 0 {
+                    z.multithread(opts.threads)?;
+                }
+                Compress::Zstd(z)
+            }
+        };
+        Ok(Encoder { inner })
+    }
+
+    /// Flushes every layer and returns the storage writer.
+    pub fn finish(self) -> io::Result<W> {
+        let enc = match self.inner {
+            Compress::Gzip(g) => g.finish()?,
+            Compress::Zstd(z) => z.finish()?,
+        };
+        enc.finish()
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Compress::Gzip(w) => w.write(buf),
+            Compress::Zstd(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            Compress::Gzip(w) => w.flush(),
+            Compress::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// decryption ∘ decompression over a storage reader: what the tar reader reads from.
+pub fn decoder<'a, R: Read + 'a>(
+    input: R,
+    compression: Compression,
+    encrypted: bool,
+    identities: &[Box<dyn age::Identity>],
+) -> Result<Box<dyn Read + 'a>> {
+    let plain: Box<dyn Read + 'a> = if encrypted {
+        if identities.is_empty() {
+            return Err(Error::Encryption(
+                "the archive is age-encrypted and no identity was given; set AGE_IDENTITY_FILE or pass \
+                 --identity-file with the private key matching the backup's recipient"
+                    .into(),
+            ));
+        }
+        let decryptor = age::Decryptor::new(input).map_err(|e| {
+            Error::Encryption(format!(
+                "cannot read the age header: {e}; the file is not a valid age archive"
+            ))
+        })?;
+        let reader = decryptor.decrypt(identities.iter().map(|i| i.as_ref())).map_err(|e| {
+            Error::Encryption(format!(
+                "cannot decrypt: {e}; check that AGE_IDENTITY_FILE holds the private key for one of the \
+                 archive's recipients"
+            ))
+        })?;
+        Box::new(reader)
+    } else {
+        Box::new(input)
+    };
+    Ok(match compression {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(plain)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(plain)
+                .map_err(|e| Error::Encryption(format!("zstd: {e}")))?,
+        ),
+    })
+}

@@ -1,0 +1,179 @@
+//! Archive file names: `<prefix>-YYYYMMDD-HHMMSS.tar.gz` (or `.tar.zst`), `.age` appended when encrypted.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Compression of the tar stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".tar.gz",
+            Compression::Zstd => ".tar.zst",
+        }
+    }
+
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::Gzip => 1,
+            Compression::Zstd => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+pub const SIDECAR_SUFFIX: &str = ".manifest.json";
+pub const PARTIAL_SUFFIX: &str = ".partial";
+const STAMP: &str = "%Y%m%d-%H%M%S";
+
+/// A parsed archive name. Only names of this shape belong to us: everything else in a backup location is
+/// left alone by `list` and retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveName {
+    pub prefix: String,
+    pub created: Timestamp,
+    pub compression: Compression,
+    pub encrypted: bool,
+}
+
+impl ArchiveName {
+    pub fn new(
+        prefix: &str,
+        created: Timestamp,
+        compression: Compression,
+        encrypted: bool,
+    ) -> Self {
+        // Names have one-second resolution: drop the sub-second part so the name round-trips.
+        let created =
+            Timestamp::from_second(created.as_second()).expect("whole seconds of a valid time");
+        ArchiveName {
+            prefix: prefix.to_owned(),
+            created,
+            compression,
+            encrypted,
+        }
+    }
+
+    pub fn file_name(&self) -> String {
+        let stamp = self.created.strftime(STAMP);
+        let age = if self.encrypted { ".age" } else { "" };
+        format!(
+            "{}-{stamp}{}{age}",
+            self.prefix,
+            self.compression.extension()
+        )
+    }
+
+    pub fn sidecar_name(&self) -> String {
+        format!("{}{SIDECAR_SUFFIX}", self.file_name())
+    }
+
+    /// Parses `file` if it is an archive of `prefix`; `None` for anything else.
+    pub fn parse(prefix: &str, file: &str) -> Option<Self> {
+        let rest = file.strip_prefix(prefix)?.strip_prefix('-')?;
+        let (rest, encrypted) = match rest.strip_suffix(".age") {
+            Some(r) => (r, true),
+            None => (rest, false),
+        };
+        let (stamp, compression) = if let Some(s) = rest.strip_suffix(".tar.gz") {
+            (s, Compression::Gzip)
+        } else if let Some(s) = rest.strip_suffix(".tar.zst") {
+            (s, Compression::Zstd)
+        } else {
+            return None;
+        };
+        if stamp.len() != 15
+            || !stamp.bytes().enumerate().all(|(i, b)| {
+                if i == 8 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+        {
+            return None;
+        }
+        let dt = jiff::civil::DateTime::strptime(STAMP, stamp).ok()?;
+        let created = dt.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+        Some(ArchiveName {
+            prefix: prefix.to_owned(),
+            created,
+            compression,
+            encrypted,
+        })
+    }
+
+    /// Parses a name given by a user, with a clear error when it is not one of ours.
+    pub fn parse_user(prefix: &str, file: &str) -> Result<Self> {
+        Self::parse(prefix, file).ok_or_else(|| {
+            Error::config(format!(
+                "{file:?} is not a backup name: expected {prefix}-YYYYMMDD-HHMMSS.tar.gz (or .tar.zst, \
+                 optionally .age), or `latest`"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_name_has_the_runbook_shape() {
+        let n = ArchiveName::new(
+            "eternia-backup",
+            at("2026-11-27T02:00:05.123Z"),
+            Compression::Gzip,
+            false,
+        );
+        assert_eq!(n.file_name(), "eternia-backup-20261127-020005.tar.gz");
+        assert_eq!(
+            n.sidecar_name(),
+            "eternia-backup-20261127-020005.tar.gz.manifest.json"
+        );
+    }
+
+    #[test]
+    fn names_round_trip_through_parse() {
+        for (c, e) in [(Compression::Gzip, false), (Compression::Zstd, true)] {
+            let n = ArchiveName::new("eternia-backup", at("2026-01-02T03:04:05Z"), c, e);
+            assert_eq!(
+                ArchiveName::parse("eternia-backup", &n.file_name()),
+                Some(n)
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_and_partial_files_are_not_ours() {
+        for f in [
+            "eternia-backup-20261127-020005.tar.gz.partial",
+            "eternia-backup-20261127-020005.tar.gz.manifest.json",
+            "other-20261127-020005.tar.gz",
+            "eternia-backup-2026112-020005.tar.gz",
+            "eternia-backup-20261327-020005.tar.gz",
+            "eternia-backup-20261127-020005.tar",
+            "notes.txt",
+        ] {
+            assert_eq!(ArchiveName::parse("eternia-backup", f), None, "{f}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Reads an archive back and checks it against the manifest it is expected to carry: every entry's size
+//! and SHA-256, chunk order, `manifest.json` last and equal to the sidecar's. Refuses absolute paths,
+//! `..`, links, devices and duplicates. Streams: memory stays bounded whatever the declared sizes.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+
+use super::codec::HashingReader;
+use super::manifest::{MANIFEST_ENTRY, MAX_MANIFEST_BYTES, Manifest, chunk_number};
+use crate::error::{Error, Result};
+
+/// What a successful walk saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkSummary {
+    pub entries: usize,
+    pub bytes: u64,
+}
+
+/// A path inside an archive is safe when it is relative, has only normal components and no NUL.
+pub fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Walks the decoded tar stream, calling `visit` with each checked entry's reader (the visitor may read
+/// all, some or none of it; the rest is drained and hashed). Any mismatch is an error naming the entry.
+pub fn walk<R: Read>(
+    archive_name: &str,
+    decoded: R,
+    expected: &Manifest,
+    mut visit: impl FnMut(&str, &mut dyn Read) -> io::Result<()>,
+) -> Result<WalkSummary> {
+    let bad = |problem: String| Error::archive(archive_name, problem);
+    let mut tar = tar::Archive::new(decoded);
+    let mut seen = HashSet::new();
+    let mut manifest_seen = false;
+    let mut next_chunk = 1u32;
+    let mut bytes = 0u64;
+
+    let entries = tar
+        .entries()
+        .map_err(|e| bad(format!("cannot read the tar stream: {e}")))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| bad(format!("truncated or corrupted tar stream: {e}")))?;
+        let path = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| bad("an entry has a path that is not UTF-8".into()))?;
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            return Err(bad(format!(
+                "entry {path:?} is a {kind:?}, not a regular file: links and devices are refused"
+            )));
+        }
+        if !is_safe_path(&path) {
+            return Err(bad(format!(
+                "entry {path:?} has an unsafe path (absolute, `..` or empty component)"
+            )));
+        }
+        if manifest_seen {
+            return Err(bad(format!(
+                "entry {path:?} comes after manifest.json, which must be last"
+            )));
+        }
+        if !seen.insert(path.clone()) {
+            return Err(bad(format!("entry {path:?} appears twice")));
+        }
+        if path == MANIFEST_ENTRY {
+            manifest_seen = true;
+            let mut json = Vec::new();
+            (&mut entry)
+                .take(MAX_MANIFEST_BYTES + 1)
+                .read_to_end(&mut json)
+                .map_err(|e| bad(format!("reading manifest.json: {e}")))?;
+            if json.len() as u64 > MAX_MANIFEST_BYTES {
+                return Err(bad("manifest.json is larger than 16 MiB".into()));
+            }
+            let inner: Manifest = serde_json::from_slice(&json)
+                .map_err(|e| bad(format!("manifest.json is not a valid manifest: {e}")))?;
+            if &inner != expected {
+                return Err(bad(
+                    "manifest.json inside the archive differs from the sidecar manifest".into(),
+                ));
+            }
+            continue;
+        }
+        let Some(want) = expected.entries.iter().find(|d| d.path == path) else {
+            return Err(bad(format!("entry {path:?} is not listed in the manifest")));
+        };
+        if let Some(n) = chunk_number(&path) {
+            if n != next_chunk {
+                return Err(bad(format!(
+                    "dump chunk {path:?} is out of order: expected chunk {next_chunk}"
+                )));
+            }
+            next_chunk += 1;
+        }
+        if entry.size() != want.size {
+            return Err(bad(format!(
+                "entry {path:?} is {} bytes, the manifest says {}",
+                entry.size(),
+                want.size
+            )));
+        }
+        let mut hashing = HashingReader::new(&mut entry);
+        visit(&path, &mut hashing).map_err(|e| bad(format!("reading entry {path:?}: {e}")))?;
+        io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
+            bad(format!(
+                "truncated or corrupted data in entry {path:?}: {e}"
+            ))
+        })?;
+        let (n, sha) = hashing.finish();
+        if n != want.size {
+            return Err(bad(format!(
+                "entry {path:?} is truncated: {n} of {} bytes",
+                want.size
+            )));
+        }
+        if sha != want.sha256 {
+            return Err(bad(format!("checksum mismatch in entry {path:?}")));
+        }
+        bytes += n;
+    }
+    if !manifest_seen {
+        return Err(bad(
+            "manifest.json is missing: the archive is truncated".into()
+        ));
+    }
+    if let Some(missing) = expected.entries.iter().find(|d| !seen.contains(&d.path)) {
+        return Err(bad(format!(
+            "entry {:?} listed in the manifest is missing",
+            missing.path
+        )));
+    }
+    if next_chunk - 1 != expected.database.chunks {
+        return Err(bad(format!(
+            "the archive has {} dump chunks, the manifest says {}",
+            next_chunk - 1,
+            expected.database.chunks
+        )));
+    }
+    Ok(WalkSummary {
+        entries: seen.len(),
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_safe_path;
+
+    #[test]
+    fn only_plain_relative_paths_are_safe() {
+        assert!(is_safe_path("database/pgdump.000001"));
+        assert!(is_safe_path("kubernetes/ns/ConfigMap/app.yaml"));
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\b",
+        ] {
+            assert!(!is_safe_path(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The command line. Every flag has an environment equivalent so the Helm chart configures everything
+//! through env and mounted Secrets. Secret-bearing values are hidden from `--help` and never printed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::archive::Compression;
+use crate::telemetry::LogFormat;
+
+#[derive(Parser)]
+#[command(
+    name = "eternia-backup",
+    version,
+    about = "Backup and one-command restore for PostgreSQL on Kubernetes"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Backup volume (the PVC mount).
+    #[arg(long, env = "BACKUP_DIR", default_value = "/backups", global = true)]
+    pub backup_dir: PathBuf,
+    /// Archive name prefix: <prefix>-YYYYMMDD-HHMMSS.tar.gz
+    #[arg(
+        long,
+        env = "BACKUP_PREFIX",
+        default_value = "eternia-backup",
+        global = true
+    )]
+    pub prefix: String,
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Dump the database and the namespace's ConfigMaps/Secrets into a new archive, then apply retention.
+    Backup(BackupArgs),
+    /// List complete backups.
+    List(ListArgs),
+    /// Re-read an archive and check every checksum and the manifest.
+    Verify(VerifyArgs),
+    /// Apply retention: delete backups no rule keeps and stale partial files.
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct DatabaseArgs {
+    /// postgres://user:password@host:port/db (otherwise PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct RetentionArgs {
+    /// Keep every backup younger than this many days (0 = rule off).
+    #[arg(long, env = "BACKUP_RETENTION_DAYS", default_value_t = 7)]
+    pub keep_days: u32,
+    /// Keep the newest N backups.
+    #[arg(long, env = "BACKUP_KEEP_LAST", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest backup of each of the last N days.
+    #[arg(long, env = "BACKUP_KEEP_DAILY", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest backup of each of the last N ISO weeks.
+    #[arg(long, env = "BACKUP_KEEP_WEEKLY", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest backup of each of the last N months.
+    #[arg(long, env = "BACKUP_KEEP_MONTHLY", default_value_t = 0)]
+    pub keep_monthly: u32,
+}
+
+#[derive(Args, Clone)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Skip the Kubernetes export (running outside a cluster).
+    #[arg(long, env = "BACKUP_NO_KUBERNETES")]
+    pub no_kubernetes: bool,
+    /// Namespace whose ConfigMaps and Secrets are exported.
+    #[arg(long, env = "BACKUP_NAMESPACE", default_value = "eternia-production")]
+    pub namespace: String,
+    /// Only export objects matching this label selector.
+    #[arg(long, env = "BACKUP_INCLUDE_SELECTOR")]
+    pub include_selector: Option<String>,
+    /// Leave out objects matching this label selector.
+    #[arg(long, env = "BACKUP_EXCLUDE_SELECTOR")]
+    pub exclude_selector: Option<String>,
+    /// Also export kube-root-ca.crt, service-account tokens and Helm release Secrets.
+    #[arg(long, env = "BACKUP_INCLUDE_SYSTEM_OBJECTS")]
+    pub include_system_objects: bool,
+    #[arg(long, env = "BACKUP_COMPRESSION", value_enum, default_value = "gzip")]
+    pub compression: Compression,
+    /// Compression level (gzip 0-9, default 1; zstd 1-19, default 3).
+    #[arg(long, env = "BACKUP_COMPRESSION_LEVEL")]
+    pub compression_level: Option<i32>,
+    /// zstd worker threads (0 = on the writer thread).
+    #[arg(long, env = "BACKUP_COMPRESSION_THREADS", default_value_t = 2)]
+    pub compression_threads: u32,
+    /// Encrypt the archive to this age recipient (repeatable; comma-separated in the environment).
+    #[arg(long = "encrypt-to", env = "BACKUP_ENCRYPT_TO", value_delimiter = ',')]
+    pub encrypt_to: Vec<String>,
+    /// Size of the dump chunks stored in the archive (e.g. 8MiB).
+    #[arg(long, env = "BACKUP_CHUNK_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// pg_dump to run (its major version must be >= the server's).
+    #[arg(long, env = "PG_DUMP_BIN", default_value = "pg_dump")]
+    pub pg_dump: PathBuf,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Do not apply retention after the backup.
+    #[arg(long, env = "BACKUP_NO_PRUNE")]
+    pub no_prune: bool,
+    /// Slack incoming webhook notified on failure (and on success with --notify-on-success).
+    #[arg(long, env = "NOTIFY_SLACK_WEBHOOK_URL", hide_env_values = true)]
+    pub notify_slack_webhook_url: Option<String>,
+    #[arg(long, env = "NOTIFY_ON_SUCCESS")]
+    pub notify_on_success: bool,
+    /// Seconds between progress log lines.
+    #[arg(
+        long,
+        env = "BACKUP_PROGRESS_INTERVAL",
+        default_value_t = 10,
+        hide = true
+    )]
+    pub progress_interval: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone)]
+pub struct ListArgs {
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Clone)]
+pub struct VerifyArgs {
+    /// Archive name or `latest`.
+    pub name: String,
+    /// age identity file to check the inside of encrypted archives.
+    #[arg(long, env = "AGE_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+pub struct PruneArgs {
+    /// Print what would be deleted and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// `8MiB`, `512KiB`, `1GB`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; expected e.g. 8MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" | "ki" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" | "mi" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" | "gi" => 1 << 30,
+        _ => return Err(format!("{s:?} has an unknown unit; use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("512kib"), Ok(512 << 10));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Retention applied to a store: the pure plan from `retention`, then deletions, then stale partials.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tracing::{info, instrument};
+
+use crate::error::Result;
+use crate::retention::{self, Policy, Reason};
+use crate::store::BackupStore;
+
+/// Interrupted backups leave `*.partial` files; after a day nobody is still writing them.
+pub const STALE_PARTIAL_AGE: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    pub kept: Vec<(String, Vec<Reason>)>,
+    pub deleted: Vec<String>,
+    pub stale_partials: Vec<String>,
+    pub dry_run: bool,
+}
+
+impl PruneReport {
+    pub fn render(&self) -> String {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let mut out = String::new();
+        for (name, reasons) in &self.kept {
+            out.push_str(&format!("keep   {name} ({reasons:?})\n"));
+        }
+        for name in &self.deleted {
+            out.push_str(&format!("{verb} {name}\n"));
+        }
+        for name in &self.stale_partials {
+            out.push_str(&format!(
+                "{verb} {name} (stale partial file of an interrupted backup)\n"
+            ));
+        }
+        out
+    }
+}
+
+#[instrument(skip(store), fields(location = %store.location()))]
+pub async fn prune(
+    store: &dyn BackupStore,
+    policy: &Policy,
+    now: Timestamp,
+    dry_run: bool,
+) -> Result<PruneReport> {
+    let backups = store.list().await?;
+    let input: Vec<(&str, Timestamp)> = backups
+        .iter()
+        .map(|b| (b.name.as_str(), b.created))
+        .collect();
+    let plan = retention::plan(&input, policy, now);
+    let mut report = PruneReport {
+        dry_run,
+        ..PruneReport::default()
+    };
+    report.kept = plan
+        .keep
+        .iter()
+        .map(|(n, r)| (n.to_string(), r.clone()))
+        .collect();
+    for name in &plan.delete {
+        if !dry_run {
+            store.delete(name).await?;
+        }
+        report.deleted.push(name.to_string());
+    }
+    report.stale_partials = store
+        .remove_stale_partials(STALE_PARTIAL_AGE, dry_run)
+        .await?;
+    info!(
+        kept = report.kept.len(),
+        deleted = report.deleted.len(),
+        stale_partials = report.stale_partials.len(),
+        dry_run,
+        "retention applied"
+    );
+    Ok(report)
+}

@@ -1,0 +1,128 @@
+//! The one error type of the command-line boundary. Every variant says what failed, where, and what to
+//! check; none of them ever carries a secret (passwords, keys, Secret values).
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flags, environment or values: exit code 2.
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    #[error(
+        "backup already in progress: another eternia-backup holds the lock {}; wait for it to finish \
+         (the lock is released automatically when that process exits)",
+        lock.display()
+    )]
+    AlreadyRunning { lock: PathBuf },
+
+    #[error("database {target}: {problem}; check: {hint}")]
+    Database {
+        target: String,
+        problem: String,
+        hint: String,
+    },
+
+    #[error("pg_dump failed ({status}) after {bytes} bytes: {stderr}; check: {hint}")]
+    Dump {
+        status: String,
+        bytes: u64,
+        stderr: String,
+        hint: String,
+    },
+
+    #[error("kubernetes: {what}: {problem}; check: {hint}")]
+    Kubernetes {
+        what: String,
+        problem: String,
+        hint: String,
+    },
+
+    #[error("storage: {what} {}: {source}; check: {hint}", path.display())]
+    Storage {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        hint: String,
+    },
+
+    /// An archive failed verification or could not be read: nothing was changed.
+    #[error("archive {name}: {problem}; {hint}")]
+    Archive {
+        name: String,
+        problem: String,
+        hint: String,
+    },
+
+    #[error(
+        "no backup {what} in {location}; run `eternia-backup list` to see the complete backups"
+    )]
+    NotFound { what: String, location: String },
+
+    #[error("backup {backup} succeeded, but retention failed: {source}")]
+    Retention {
+        backup: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error("encryption: {0}")]
+    Encryption(String),
+}
+
+impl Error {
+    /// The process exit code for this error (0 success, 1 failure, 2 usage or configuration).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+
+    pub(crate) fn storage(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        let hint = storage_hint(&source);
+        Error::Storage {
+            what,
+            path: path.into(),
+            source,
+            hint,
+        }
+    }
+
+    pub(crate) fn archive(name: impl Into<String>, problem: impl Into<String>) -> Self {
+        Error::Archive {
+            name: name.into(),
+            problem: problem.into(),
+            hint: "the archive is corrupted or was tampered with: do not restore it, use an older backup \
+                   (eternia-backup list) or the off-site copy"
+                .into(),
+        }
+    }
+}
+
+/// What an operator should look at for a given I/O failure on the backup volume.
+pub(crate) fn storage_hint(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "the backup directory exists and the PVC is mounted (BACKUP_DIR)".into(),
+        PermissionDenied | ReadOnlyFilesystem => {
+            "the backup volume is writable by this user (PVC mounted read-write, fsGroup)".into()
+        }
+        StorageFull | QuotaExceeded => {
+            "PVC storage capacity: the volume is full; prune old backups or grow persistence.size"
+                .into()
+        }
+        _ => "the backup volume (PVC) is healthy and has free space".into(),
+    }
+}

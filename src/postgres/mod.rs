@@ -1,0 +1,8 @@
+//! PostgreSQL: which server (`target`), a consistent snapshot with row counts (`snapshot`), and the
+//! streamed `pg_dump` (`dump`).
+
+pub mod dump;
+pub mod snapshot;
+pub mod target;
+
+pub use target::PgTarget;

@@ -1,0 +1,225 @@
+//! Bad input and faults: each fails with a one-line error naming what failed and what to check,
+//! exits non-zero, and leaves every earlier backup intact.
+
+use std::os::unix::process::ExitStatusExt;
+
+use crate::backup_cli::wait_for;
+use crate::helpers::*;
+
+fn error_line(r: &Run) -> String {
+    r.stderr
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn an_unreachable_database_is_a_connectivity_error_and_writes_nothing() {
+    let dir = tempdir();
+    let r = run(bin()
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres:hunter2secret@127.0.0.1:1/app",
+        )
+        .env("BACKUP_DIR", dir.path())
+        .args(["backup", "--no-kubernetes"]))
+    .failed(1);
+    let e = error_line(&r);
+    assert!(
+        e.contains("cannot connect") && e.contains("connectivity"),
+        "{e}"
+    );
+    assert!(e.contains("postgres://postgres@127.0.0.1:1/app"), "{e}");
+    assert!(
+        !r.stderr.contains("hunter2secret"),
+        "the password leaked: {}",
+        r.stderr
+    );
+    assert!(files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_missing_database_names_the_database_setting_to_check() {
+    let dir = tempdir();
+    let r = run(bin()
+        .env(
+            "DATABASE_URL",
+            format!("{PG}/no_such_db_{}", std::process::id()),
+        )
+        .env("BACKUP_DIR", dir.path())
+        .args(["backup", "--no-kubernetes"]))
+    .failed(1);
+    let e = error_line(&r);
+    assert!(
+        e.contains("does not exist") && e.contains("PGDATABASE"),
+        "{e}"
+    );
+    assert!(files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_wrong_password_names_the_credentials() {
+    // The shared server trusts every local connection, so log in as a role that does not exist:
+    // the server answers with the same authentication failure class (28000) a wrong password gets.
+    let dir = tempdir();
+    let r = run(bin()
+        .env(
+            "DATABASE_URL",
+            "postgres://nobody_here:wrong@127.0.0.1:5432/postgres",
+        )
+        .env("BACKUP_DIR", dir.path())
+        .args(["backup", "--no-kubernetes"]))
+    .failed(1);
+    let e = error_line(&r);
+    assert!(e.contains("credentials"), "{e}");
+    assert!(!r.stderr.contains(":wrong@"));
+}
+
+#[test]
+fn pg_dump_failing_halfway_leaves_no_partial_and_keeps_the_previous_backup() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let before = files(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let tools = tempdir();
+    let pg_dump = fake_pg_dump(
+        tools.path(),
+        "head -c 3000000 /dev/urandom; echo 'pg_dump: error: Dumping the contents of table \"big\" failed: server closed the connection unexpectedly' >&2; exit 1",
+    );
+    let r = run(backup_cmd(&db, dir.path()).env("PG_DUMP_BIN", &pg_dump)).failed(1);
+    let e = error_line(&r);
+    assert!(
+        e.contains("pg_dump failed") && e.contains("server closed the connection"),
+        "{e}"
+    );
+    assert!(e.contains("check:"), "{e}");
+    assert_eq!(
+        files(dir.path()),
+        before,
+        "nothing new stays behind, nothing old is gone"
+    );
+    run(bin()
+        .env("BACKUP_DIR", dir.path())
+        .args(["verify", "latest"]))
+    .ok();
+}
+
+#[test]
+fn a_missing_pg_dump_binary_says_what_to_install() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let r = run(backup_cmd(&db, dir.path()).env("PG_DUMP_BIN", "/nonexistent/pg_dump")).failed(1);
+    assert!(error_line(&r).contains("PG_DUMP_BIN"), "{}", r.stderr);
+    assert!(archives(dir.path()).is_empty());
+}
+
+#[test]
+fn a_missing_backup_directory_says_to_check_the_mount() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let missing = dir.path().join("not-mounted");
+    let r = run(&mut backup_cmd(&db, &missing)).failed(1);
+    let e = error_line(&r);
+    assert!(
+        e.contains("not-mounted") && e.contains("PVC is mounted"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_read_only_backup_volume_says_it_must_be_writable() {
+    let Some(fs) = Tmpfs::mount("4m", true) else {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root)");
+        return;
+    };
+    let db = TestDb::with_sample_data();
+    let r = run(&mut backup_cmd(&db, &fs.path)).failed(1);
+    let e = error_line(&r);
+    assert!(e.contains("writable"), "{e}");
+}
+
+#[test]
+fn a_full_backup_volume_fails_clearly_keeps_older_backups_and_skips_retention() {
+    let Some(fs) = Tmpfs::mount("3m", false) else {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root)");
+        return;
+    };
+    let db = TestDb::with_sample_data();
+    run(&mut backup_cmd(&db, &fs.path)).ok();
+    let before = files(&fs.path);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    db.add_random_mib(6);
+    // --keep-last 1 would delete the first backup if retention ran after the failure.
+    let r = run(backup_cmd(&db, &fs.path).args(["--keep-days", "0", "--keep-last", "1"])).failed(1);
+    let e = error_line(&r);
+    assert!(e.contains("full") && e.contains("persistence.size"), "{e}");
+    assert_eq!(files(&fs.path), before);
+    run(bin().env("BACKUP_DIR", &fs.path).args(["verify", "latest"])).ok();
+}
+
+#[test]
+fn a_backup_killed_midway_is_never_listed_and_the_next_one_succeeds() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let good = list_json(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let tools = tempdir();
+    let pg_dump = fake_pg_dump(tools.path(), "head -c 20000000 /dev/urandom; sleep 30");
+    let mut child = backup_cmd(&db, dir.path())
+        .env("PG_DUMP_BIN", &pg_dump)
+        .spawn()
+        .unwrap();
+    wait_for(|| files(dir.path()).iter().any(|f| f.ends_with(".partial")));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+
+    assert!(
+        files(dir.path()).iter().any(|f| f.ends_with(".partial")),
+        "the kill left a partial file behind"
+    );
+    assert_eq!(
+        list_json(dir.path()),
+        good,
+        "the partial file is never listed"
+    );
+    run(bin()
+        .env("BACKUP_DIR", dir.path())
+        .args(["verify", good[0]["name"].as_str().unwrap()]))
+    .ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    assert_eq!(list_json(dir.path()).len(), 2);
+}
+
+#[test]
+fn an_invalid_age_recipient_is_a_configuration_error_before_anything_runs() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let r = run(backup_cmd(&db, dir.path()).args(["--encrypt-to", "age1notakey"])).failed(2);
+    assert!(
+        error_line(&r).contains("invalid age recipient \"age1notakey\""),
+        "{}",
+        r.stderr
+    );
+    assert!(files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_malformed_label_selector_is_a_configuration_error() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    // Without --no-kubernetes the selector is validated before the database or the API is touched.
+    let r = run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["backup", "--exclude-selector", "env in prod"]))
+    .failed(2);
+    assert!(error_line(&r).contains("label selector"), "{}", r.stderr);
+}

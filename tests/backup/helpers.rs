@@ -1,0 +1,240 @@
+//! Test scaffolding: a throwaway database per test, a throwaway backup directory, and the binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+fn psql_raw(db: &str, sql: &str) -> Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-c",
+            sql,
+        ])
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("psql runs")
+}
+
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = psql_raw(db, sql);
+    assert!(
+        out.status.success(),
+        "psql failed on {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A uniquely named database, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let name = unique("eb_test");
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        TestDb { name }
+    }
+
+    /// Two tables with a few hundred rows, one with jsonb.
+    pub fn with_sample_data() -> TestDb {
+        let db = TestDb::create();
+        db.sql(
+            "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, doc jsonb);
+             INSERT INTO customers (name, doc) SELECT 'customer ' || g, jsonb_build_object('n', g) FROM generate_series(1, 300) g;
+             CREATE SCHEMA billing;
+             CREATE TABLE billing.\"Invoices\" (id bigint PRIMARY KEY, amount numeric);
+             INSERT INTO billing.\"Invoices\" SELECT g, g * 1.5 FROM generate_series(1, 120) g;",
+        );
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("{PG}/{}", self.name)
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.name, sql)
+    }
+
+    /// Adds roughly `mib` MiB of incompressible rows.
+    pub fn add_random_mib(&self, mib: u32) {
+        self.sql(&format!(
+            "CREATE TABLE IF NOT EXISTS noise (id serial, blob text);
+             INSERT INTO noise (blob) SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, {}) g, generate_series(1, 32) i GROUP BY g;",
+            mib * 1024
+        ));
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = psql_raw(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// The binary with a clean environment: only what the test sets reaches it.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_eternia-backup"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// `eternia-backup backup --no-kubernetes` of `db` into `dir`.
+pub fn backup_cmd(db: &TestDb, dir: &Path) -> Command {
+    let mut c = bin();
+    c.env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir)
+        .args(["backup", "--no-kubernetes"]);
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn failed(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn says(&self, needle: &str) -> &Run {
+        let all = format!("{}{}", self.stdout, self.stderr);
+        assert!(
+            all.contains(needle),
+            "expected output to mention {needle:?}:\n{all}"
+        );
+        self
+    }
+}
+
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| !f.starts_with(".eternia-backup.lock"))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn archives(dir: &Path) -> Vec<String> {
+    files(dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".tar.gz") || f.ends_with(".tar.zst") || f.ends_with(".age"))
+        .collect()
+}
+
+pub fn list_json(dir: &Path) -> Vec<serde_json::Value> {
+    let r = run(bin()
+        .env("BACKUP_DIR", dir)
+        .args(["list", "--output", "json"]))
+    .ok();
+    serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).expect("list prints JSON")
+}
+
+/// A fake `pg_dump`: a shell script with `body`.
+pub fn fake_pg_dump(dir: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("fake-pg_dump");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// A small tmpfs (root only); `None` where mounting is not allowed.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str, read_only: bool) -> Option<Tmpfs> {
+        let dir = tempdir();
+        let opts = format!("size={size}{}", if read_only { ",ro" } else { "" });
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| Tmpfs {
+            path: dir.path().to_owned(),
+            _dir: dir,
+        })
+    }
+
+    pub fn remount(&self, opts: &str) {
+        let s = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}

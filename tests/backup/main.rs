@@ -1,0 +1,12 @@
+//! Integration tests of the backup engine: the real binary, the real PostgreSQL on 127.0.0.1:5432,
+//! the real `kube::Client` against an in-memory API. One test binary on purpose (link time).
+
+mod helpers;
+
+mod archive_safety;
+mod backup_cli;
+mod encryption;
+mod faults;
+mod kube_export;
+mod notifications;
+mod retention_cli;

@@ -1,0 +1,128 @@
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+use crate::helpers::*;
+
+/// A one-shot HTTP server standing in for Slack's incoming webhook; sends each request body back.
+fn fake_slack(status: u16) -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/services/T000/B000/XXXX",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut s = stream.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        let _ = tx.send(String::from_utf8_lossy(&buf[i + 4..]).into_owned());
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_failed_backup_posts_the_error_to_slack() {
+    let (url, bodies) = fake_slack(200);
+    let dir = tempdir();
+    run(bin()
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/app")
+        .env("BACKUP_DIR", dir.path())
+        .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
+        .args(["backup", "--no-kubernetes"]))
+    .failed(1);
+    let body: serde_json::Value = serde_json::from_str(
+        &bodies
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap(),
+    )
+    .unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("backup FAILED") && text.contains("cannot connect"),
+        "{text}"
+    );
+}
+
+#[test]
+fn success_is_posted_only_when_asked_with_name_size_and_duration() {
+    let db = TestDb::with_sample_data();
+    let (url, bodies) = fake_slack(200);
+    let dir = tempdir();
+    run(backup_cmd(&db, dir.path()).env("NOTIFY_SLACK_WEBHOOK_URL", &url)).ok();
+    assert!(
+        bodies
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .is_err(),
+        "no message on success by default"
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    run(backup_cmd(&db, dir.path())
+        .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
+        .env("NOTIFY_ON_SUCCESS", "true"))
+    .ok();
+    let body: serde_json::Value = serde_json::from_str(
+        &bodies
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap(),
+    )
+    .unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("eternia-backup-")
+            && text.contains("complete")
+            && text.contains("KiB")
+            && text.contains("s,"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failing_notification_never_fails_the_backup() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let (url, _bodies) = fake_slack(500);
+    let r = run(backup_cmd(&db, dir.path())
+        .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
+        .env("NOTIFY_ON_SUCCESS", "true"))
+    .ok();
+    r.says("notification rejected");
+    assert!(
+        !r.stderr.contains("XXXX"),
+        "the webhook URL is a secret: {}",
+        r.stderr
+    );
+    // Nothing listens here at all.
+    run(backup_cmd(&db, dir.path())
+        .env("NOTIFY_SLACK_WEBHOOK_URL", "http://127.0.0.1:1/hook")
+        .env("NOTIFY_ON_SUCCESS", "true"))
+    .ok();
+}
