@@ -179,3 +179,50 @@ def test_the_schema_lists_every_top_level_value():
     values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
     assert schema["additionalProperties"] is False
     assert set(values) == set(schema["properties"])
+
+
+def render_notes(tmp_path, *args):
+    """NOTES.txt is only rendered by helm install; render it through a copy of the chart as a YAML string."""
+    import shutil
+
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text(encoding="utf-8")
+    (chart / "templates" / "notes-as-yaml.yaml").write_text(
+        "notes: |\n" + "\n".join("  " + line for line in notes.splitlines()) + "\n", encoding="utf-8"
+    )
+    out = subprocess.run(
+        [helm_binary(), "template", RELEASE, str(chart), "--namespace", NAMESPACE,
+         "--show-only", "templates/notes-as-yaml.yaml", *args],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return yaml.safe_load(out)["notes"]
+
+
+def test_the_notes_say_how_to_back_up_list_and_restore(tmp_path):
+    notes = render_notes(tmp_path)
+    assert "kubectl create job --from=cronjob/database-backup manual-backup -n backup" in notes
+    assert "helm test eternia-backup -n backup --logs" in notes
+    assert "kubectl create job --from=cronjob/database-restore restore-" in notes
+    assert "/v1/restores" in notes
+    assert "helm.sh/resource-policy: keep" in notes
+
+
+def test_the_notes_list_backups_without_helm_test_when_it_is_off(tmp_path):
+    notes = render_notes(tmp_path, "-f", str(CI_VALUES / "minimal-values.yaml"))
+    assert "helm test" not in notes
+    assert '.args = ["list"]' in notes
+    assert "/v1/restores" not in notes, "no webhook in the minimal install"
+
+
+def test_the_committed_schema_is_the_generated_one():
+    import values_schema
+
+    assert (CHART / "values.schema.json").read_text(encoding="utf-8") == values_schema.text(), (
+        "chart/values.schema.json is stale: run python3 tests/chart/values_schema.py --write"
+    )
+
+
+@pytest.mark.parametrize("setting", ["credentials.existingSecret=Backup_Credentials", "lease.name=Restore Lock"])
+def test_an_optional_name_must_still_be_a_kubernetes_name(setting):
+    assert SCHEMA_ERROR in render_error(setting)
