@@ -127,10 +127,12 @@ async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
     }
     let summary = result?;
     println!("{}", summary.one_line());
-    if let Some(r) = &summary.retention {
-        if !r.deleted.is_empty() || !r.stale_partials.is_empty() {
-            info!(deleted = ?r.deleted, stale_partials = ?r.stale_partials, "retention removed old backups");
-        }
+    if let Some(r) = summary
+        .retention
+        .as_ref()
+        .filter(|r| !r.deleted.is_empty() || !r.stale_partials.is_empty())
+    {
+        info!(deleted = ?r.deleted, stale_partials = ?r.stale_partials, "retention removed old backups");
     }
     Ok(())
 }

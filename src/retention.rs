@@ -55,7 +55,8 @@ pub fn plan<'a>(backups: &[(&'a str, Timestamp)], policy: &Policy, now: Timestam
     for i in 0..sorted.len().min(policy.keep_last as usize) {
         add(i, Reason::Last);
     }
-    let buckets: [(u32, Reason, fn(Timestamp) -> (i32, i32)); 3] = [
+    type BucketKey = fn(Timestamp) -> (i32, i32);
+    let buckets: [(u32, Reason, BucketKey); 3] = [
         (policy.keep_daily, Reason::Daily, |t| {
             let d = t.to_zoned(TimeZone::UTC).date();
             (i32::from(d.year()), i32::from(d.day_of_year()))

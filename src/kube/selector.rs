@@ -26,29 +26,23 @@ impl Selector {
             ))
         };
         let mut reqs = Vec::new();
-        for part in split_top_level(s).map_err(|w| err(w))? {
+        for part in split_top_level(s).map_err(&err)? {
             let p = part.trim();
             if p.is_empty() {
                 return Err(err("empty requirement"));
             }
             let req = if let Some(k) = p.strip_prefix('!') {
-                Req::Absent(key(k.trim()).map_err(|w| err(w))?)
+                Req::Absent(key(k.trim()).map_err(&err)?)
             } else if let Some((k, rest)) = split_word(p, " notin ") {
-                Req::NotIn(key(k).map_err(|w| err(w))?, set(rest).map_err(|w| err(w))?)
+                Req::NotIn(key(k).map_err(&err)?, set(rest).map_err(&err)?)
             } else if let Some((k, rest)) = split_word(p, " in ") {
-                Req::In(key(k).map_err(|w| err(w))?, set(rest).map_err(|w| err(w))?)
+                Req::In(key(k).map_err(&err)?, set(rest).map_err(&err)?)
             } else if let Some((k, v)) = p.split_once("!=") {
-                Req::Ne(
-                    key(k.trim()).map_err(|w| err(w))?,
-                    value(v.trim()).map_err(|w| err(w))?,
-                )
+                Req::Ne(key(k.trim()).map_err(&err)?, value(v.trim()).map_err(&err)?)
             } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
-                Req::Eq(
-                    key(k.trim()).map_err(|w| err(w))?,
-                    value(v.trim()).map_err(|w| err(w))?,
-                )
+                Req::Eq(key(k.trim()).map_err(&err)?, value(v.trim()).map_err(&err)?)
             } else {
-                Req::Exists(key(p).map_err(|w| err(w))?)
+                Req::Exists(key(p).map_err(&err)?)
             };
             reqs.push(req);
         }

@@ -264,12 +264,11 @@ impl ArchiveSink for LocalSink {
 impl Drop for LocalSink {
     fn drop(&mut self) {
         // Not committed (error or panic): remove the partial file so nothing half-written stays around.
-        if self.out.take().is_some() || self.partial.exists() {
-            if let Err(e) = fs::remove_file(&self.partial) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    warn!(file = %self.partial.display(), error = %e, "could not remove partial archive");
-                }
-            }
+        if (self.out.take().is_some() || self.partial.exists())
+            && let Err(e) = fs::remove_file(&self.partial)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(file = %self.partial.display(), error = %e, "could not remove partial archive");
         }
     }
 }

@@ -134,7 +134,7 @@ fn backup_applies_retention_after_it_succeeds() {
     let dir = tempdir();
     let old = backups_on(dir.path(), &["20200101-020000", "20200102-020000"]);
     let db = TestDb::with_sample_data();
-    run(&mut backup_cmd(&db, dir.path()).env("BACKUP_RETENTION_DAYS", "7")).ok();
+    run(backup_cmd(&db, dir.path()).env("BACKUP_RETENTION_DAYS", "7")).ok();
     let left = names(dir.path());
     assert_eq!(left.len(), 1);
     assert!(!left.contains(&old[0]) && !left.contains(&old[1]));
