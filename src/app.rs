@@ -18,7 +18,7 @@ use crate::notify::Notifier;
 use crate::postgres::PgTarget;
 use crate::postgres::dump::DumpOptions;
 use crate::retention::Policy;
-use crate::store::{BackupStore, LocalStore};
+use crate::store::select::Stores;
 use crate::telemetry;
 
 pub fn run(cli: Cli) -> i32 {
@@ -47,7 +47,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Backup(args) => run_backup(&global, args).await,
         Command::List(args) => {
-            let backups = local_store(&global).list().await?;
+            let stores = Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?;
+            let mut backups = Vec::new();
+            for store in stores.all() {
+                backups.extend(store.list().await?);
+            }
+            backups.sort_by(|a, b| {
+                a.created
+                    .cmp(&b.created)
+                    .then_with(|| a.location.cmp(&b.location))
+            });
             let out = match args.output {
                 OutputFormat::Table => list::render_table(&backups),
                 OutputFormat::Json => list::render_json(&backups) + "\n",
@@ -56,40 +65,42 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Verify(args) => {
-            let store = local_store(&global);
-            let report = verify::verify(&store, &args.name, args.identity_file).await?;
+            let stores = Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?;
+            let store = verify::store_holding(&stores.all(), &args.name).await?;
+            let report = verify::verify(store, &args.name, args.identity_file).await?;
+            let at = store.location();
             if report.contents_checked {
                 println!(
-                    "OK {}: archive checksum and all {} entries verified",
+                    "OK {} ({at}): archive checksum and all {} entries verified",
                     report.name, report.entries
                 );
             } else {
                 println!(
-                    "OK {}: archive checksum verified; contents not checked (encrypted: pass --identity-file or set AGE_IDENTITY_FILE)",
+                    "OK {} ({at}): archive checksum verified; contents not checked (encrypted: pass --identity-file or set AGE_IDENTITY_FILE)",
                     report.name
                 );
             }
             Ok(())
         }
         Command::Prune(args) => {
-            let store = local_store(&global);
-            store.check_dir()?;
-            let _lock = DirLock::acquire(store.dir())?;
-            let report = prune::prune(
-                &store,
-                &policy(&args.retention),
-                jiff::Timestamp::now(),
-                args.dry_run,
-            )
-            .await?;
-            print!("{}", report.render());
+            let stores = Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?;
+            let _lock = match &stores.local {
+                Some(local) => {
+                    local.check_dir()?;
+                    Some(DirLock::acquire(local.dir())?)
+                }
+                None => None,
+            };
+            let policy = policy(&args.retention);
+            for store in stores.all() {
+                let report =
+                    prune::prune(store, &policy, jiff::Timestamp::now(), args.dry_run).await?;
+                println!("# {}", store.location());
+                print!("{}", report.render());
+            }
             Ok(())
         }
     }
-}
-
-fn local_store(global: &GlobalArgs) -> LocalStore {
-    LocalStore::new(&global.backup_dir, &global.prefix)
 }
 
 pub fn policy(r: &RetentionArgs) -> Policy {
@@ -109,7 +120,7 @@ async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
         .filter(|u| !u.is_empty())
         .map(|u| Notifier::new(SecretString::from(u), args.notify_on_success));
     let result = async {
-        let plan = backup_plan(global, &args)?;
+        let plan = backup_plan(global, &args).await?;
         backup::run(plan).await
     }
     .await;
@@ -119,6 +130,9 @@ async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
                 .await
         }
         (Err(Error::AlreadyRunning { .. }), _) => {}
+        (Err(e @ Error::Offsite { .. }), Some(n)) => {
+            n.send(&format!(":warning: eternia-backup: {e}")).await
+        }
         (Err(e), Some(n)) => {
             n.send(&format!(":x: eternia-backup: backup FAILED: {e}"))
                 .await
@@ -126,10 +140,10 @@ async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
         _ => {}
     }
     let summary = result?;
-    println!("{}", summary.one_line());
-    if let Some(r) = summary
+    println!("{} ({})", summary.one_line(), summary.locations.join(", "));
+    for r in summary
         .retention
-        .as_ref()
+        .iter()
         .filter(|r| !r.deleted.is_empty() || !r.stale_partials.is_empty())
     {
         info!(deleted = ?r.deleted, stale_partials = ?r.stale_partials, "retention removed old backups");
@@ -138,7 +152,7 @@ async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
 }
 
 /// Validates every input before anything touches the database or the volume.
-pub fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<BackupPlan> {
+pub async fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<BackupPlan> {
     let recipients = parse_recipients(&args.encrypt_to)?;
     let level = args
         .compression_level
@@ -193,7 +207,8 @@ pub fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<BackupPlan>
         .filter(|c| (64 << 10..=1 << 30).contains(c))
         .ok_or_else(|| Error::config("--chunk-size must be between 64KiB and 1GiB"))?;
     Ok(BackupPlan {
-        store: local_store(global),
+        prefix: global.prefix.clone(),
+        stores: Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?,
         target,
         kubernetes,
         encode: EncodeOptions {

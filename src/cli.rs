@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::archive::Compression;
+use crate::store::s3::ChecksumMode;
 use crate::telemetry::LogFormat;
 
 #[derive(Parser)]
@@ -63,6 +64,54 @@ pub struct DatabaseArgs {
     pub database_url: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreChoice {
+    Local,
+    S3,
+    Both,
+}
+
+/// Where backups are written and read. Default: both when a bucket is configured, else local.
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    #[arg(long, env = "BACKUP_STORE", value_enum)]
+    pub store: Option<StoreChoice>,
+    /// Bucket for the off-site copy (S3-compatible).
+    #[arg(long, env = "S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, env = "S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+    /// Custom endpoint (MinIO, Ceph RGW, Garage, R2…).
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style addressing (most S3-compatible servers).
+    #[arg(long, env = "S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: bool,
+    #[arg(long = "s3-region", env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// e.g. STANDARD_IA, GLACIER_IR.
+    #[arg(long, env = "S3_STORAGE_CLASS")]
+    pub s3_storage_class: Option<String>,
+    /// Server-side encryption: AES256 or aws:kms.
+    #[arg(long, env = "S3_SSE")]
+    pub s3_sse: Option<String>,
+    #[arg(long, env = "S3_SSE_KMS_KEY_ID")]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// Request checksums: when-required (works with most S3-compatible servers), crc32, sha256.
+    #[arg(long, env = "S3_CHECKSUM", value_enum, default_value = "when-required")]
+    pub s3_checksum: ChecksumMode,
+    /// Multipart part size (>= 5MiB).
+    #[arg(long, env = "S3_PART_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub s3_part_size: u64,
+    /// Parts uploaded concurrently.
+    #[arg(long, env = "S3_MAX_IN_FLIGHT", default_value_t = 2)]
+    pub s3_max_in_flight: usize,
+    /// Attempts per request on transient errors (5xx, timeouts, resets), with backoff.
+    #[arg(long, env = "S3_MAX_ATTEMPTS", default_value_t = 4)]
+    pub s3_max_attempts: u32,
+}
+
 #[derive(Args, Clone)]
 pub struct RetentionArgs {
     /// Keep every backup younger than this many days (0 = rule off).
@@ -86,6 +135,8 @@ pub struct RetentionArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub stores: StoreArgs,
     /// Skip the Kubernetes export (running outside a cluster).
     #[arg(long, env = "BACKUP_NO_KUBERNETES")]
     pub no_kubernetes: bool,
@@ -146,12 +197,16 @@ pub enum OutputFormat {
 
 #[derive(Args, Clone)]
 pub struct ListArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
     #[arg(long, short, value_enum, default_value = "table")]
     pub output: OutputFormat,
 }
 
 #[derive(Args, Clone)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
     /// Archive name or `latest`.
     pub name: String,
     /// age identity file to check the inside of encrypted archives.
@@ -161,6 +216,8 @@ pub struct VerifyArgs {
 
 #[derive(Args, Clone)]
 pub struct PruneArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
     /// Print what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,

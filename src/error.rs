@@ -69,6 +69,20 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    #[error("S3 {op} {location}: {problem}; check: {hint}")]
+    S3 {
+        op: String,
+        location: String,
+        problem: String,
+        hint: String,
+    },
+
+    /// The local backup is safe, the off-site copy is not: the job must still fail so the CronJob alerts.
+    #[error(
+        "backup {backup} is safe on the backup volume, but the off-site copy failed: {problem}; the next backup retries the upload"
+    )]
+    Offsite { backup: String, problem: String },
+
     #[error("encryption: {0}")]
     Encryption(String),
 }

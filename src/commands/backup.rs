@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{info, instrument};
+use tracing::{error, info, instrument};
 
 use crate::archive::ArchiveName;
 use crate::archive::codec::EncodeOptions;
@@ -24,11 +24,14 @@ use crate::postgres::PgTarget;
 use crate::postgres::dump::{DumpOptions, dump_into};
 use crate::postgres::snapshot::Snapshot;
 use crate::retention::Policy;
-use crate::store::{BackupStore, LocalStore};
+use crate::store::select::Stores;
+use crate::store::tee::TeeSink;
+use crate::store::{ArchiveSink, BackupStore, LocalStore, S3Store};
 
 /// Everything a backup needs, already parsed and validated.
 pub struct BackupPlan {
-    pub store: LocalStore,
+    pub prefix: String,
+    pub stores: Stores,
     pub target: PgTarget,
     /// `None`: no Kubernetes export.
     pub kubernetes: Option<KubernetesSource>,
@@ -55,7 +58,9 @@ pub struct BackupSummary {
     pub rows: i64,
     pub config_maps: u32,
     pub secrets: u32,
-    pub retention: Option<PruneReport>,
+    pub retention: Vec<PruneReport>,
+    /// Locations that hold the new archive.
+    pub locations: Vec<String>,
 }
 
 impl BackupSummary {
@@ -74,11 +79,30 @@ impl BackupSummary {
     }
 }
 
-#[instrument(skip_all, fields(location = %plan.store.location(), database = %plan.target))]
+#[instrument(skip_all, fields(database = %plan.target))]
 pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
     let started = Instant::now();
-    plan.store.check_dir()?;
-    let _lock = DirLock::acquire(plan.store.dir())?;
+    let _lock = match &plan.stores.local {
+        Some(local) => {
+            local.check_dir()?;
+            Some(DirLock::acquire(local.dir())?)
+        }
+        None => None,
+    };
+    // The off-site store is checked first; with a local volume its failure must not stop the backup.
+    let mut offsite_failure: Option<String> = None;
+    let s3 = match (&plan.stores.s3, &plan.stores.local) {
+        (Some(s3), local) => match s3.preflight().await {
+            Ok(()) => Some(s3),
+            Err(e) if local.is_some() => {
+                error!(error = %e, "off-site store unavailable; backing up to the backup volume only");
+                offsite_failure = Some(e.to_string());
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        (None, _) => None,
+    };
     let (created, name) = fresh_name(&plan).await;
     let file_name = name.file_name();
     info!(archive = %file_name, "backup starting");
@@ -96,7 +120,19 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
         }
     };
 
-    let sink = plan.store.create(&name)?;
+    let (sink, tee_failure): (Box<dyn ArchiveSink>, _) = match (&plan.stores.local, s3) {
+        (Some(local), Some(s3)) => {
+            let (tee, failure) = TeeSink::new(local.create(&name)?, s3.create(&name)?);
+            (Box::new(tee), Some(failure))
+        }
+        (Some(local), None) => (local.create(&name)?, None),
+        (None, Some(s3)) => (s3.create(&name)?, None),
+        (None, None) => {
+            return Err(Error::config(
+                "no store selected: use --store local, s3 or both",
+            ));
+        }
+    };
     let progress = Arc::new(AtomicU64::new(0));
     let ticker = spawn_progress(progress.clone(), plan.progress_interval, file_name.clone());
 
@@ -159,7 +195,7 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
     })
     .await
     .expect("archive finish task")
-    .map_err(|e| Error::storage("cannot write archive", plan.store.dir().join(&file_name), e))?;
+    .map_err(|e| Error::storage("cannot write archive", &file_name, e))?;
     let sidecar = Sidecar {
         manifest,
         archive: ArchiveDigest {
@@ -186,8 +222,20 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
         rows: m.database.tables.iter().map(|t| t.rows).sum(),
         config_maps: m.kubernetes.as_ref().map_or(0, |k| k.config_maps),
         secrets: m.kubernetes.as_ref().map_or(0, |k| k.secrets),
-        retention: None,
+        retention: Vec::new(),
+        locations: Vec::new(),
     };
+    if let Some(f) = tee_failure.and_then(|f| f.lock().expect("failure lock").take()) {
+        offsite_failure = Some(f);
+    }
+    let s3_ok = s3.is_some() && offsite_failure.is_none();
+    summary.locations = plan
+        .stores
+        .all()
+        .into_iter()
+        .filter(|st| s3_ok || st.location().starts_with("local:") || plan.stores.local.is_none())
+        .map(|st| st.location())
+        .collect();
     info!(
         archive = %summary.name,
         size_bytes = summary.size,
@@ -201,15 +249,39 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
         "{}", summary.one_line()
     );
 
-    // Retention only after a successful backup, under the same lock.
+    // Retention only after a successful backup, per store, under the same lock.
     if let Some(policy) = &plan.retention {
-        let report = prune(&plan.store, policy, Timestamp::now(), false)
-            .await
-            .map_err(|e| Error::Retention {
-                backup: summary.name.clone(),
-                source: Box::new(e),
-            })?;
-        summary.retention = Some(report);
+        let retention_failed = |e: Error| Error::Retention {
+            backup: summary.name.clone(),
+            source: Box::new(e),
+        };
+        if let Some(local) = &plan.stores.local {
+            summary.retention.push(
+                prune(local, policy, Timestamp::now(), false)
+                    .await
+                    .map_err(retention_failed)?,
+            );
+        }
+        if let (Some(s3), true) = (s3, s3_ok) {
+            if let Some(local) = &plan.stores.local {
+                if let Err(e) = reconcile(local, s3, policy).await {
+                    offsite_failure = Some(format!(
+                        "re-uploading earlier backups missing from the bucket: {e}"
+                    ));
+                }
+            }
+            summary.retention.push(
+                prune(s3, policy, Timestamp::now(), false)
+                    .await
+                    .map_err(retention_failed)?,
+            );
+        }
+    }
+    if let Some(problem) = offsite_failure {
+        return Err(Error::Offsite {
+            backup: summary.name,
+            problem,
+        });
     }
     Ok(summary)
 }
@@ -220,12 +292,17 @@ async fn fresh_name(plan: &BackupPlan) -> (Timestamp, ArchiveName) {
     loop {
         let created = Timestamp::now();
         let name = ArchiveName::new(
-            plan.store.prefix(),
+            &plan.prefix,
             created,
             plan.encode.compression,
             !plan.encode.recipients.is_empty(),
         );
-        if !plan.store.dir().join(name.file_name()).exists() {
+        if !plan
+            .stores
+            .local
+            .as_ref()
+            .is_some_and(|l| l.dir().join(name.file_name()).exists())
+        {
             return (created, name);
         }
         tokio::time::sleep(Duration::from_millis(
@@ -233,6 +310,35 @@ async fn fresh_name(plan: &BackupPlan) -> (Timestamp, ArchiveName) {
         ))
         .await;
     }
+}
+
+/// Uploads complete local backups that the bucket lacks (an earlier upload failed) and that retention
+/// keeps, so the off-site copy catches up on the next successful run.
+#[instrument(skip_all)]
+async fn reconcile(local: &LocalStore, s3: &S3Store, policy: &Policy) -> Result<Vec<String>> {
+    let remote: std::collections::HashSet<String> =
+        s3.list().await?.into_iter().map(|b| b.name).collect();
+    let locals = local.list().await?;
+    let input: Vec<(&str, Timestamp)> = locals
+        .iter()
+        .map(|b| (b.name.as_str(), b.created))
+        .collect();
+    let keep: Vec<&str> = crate::retention::plan(&input, policy, Timestamp::now())
+        .keep
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut uploaded = Vec::new();
+    for b in locals
+        .iter()
+        .filter(|b| keep.contains(&b.name.as_str()) && !remote.contains(&b.name))
+    {
+        info!(archive = %b.name, "uploading a backup missing from the bucket");
+        s3.upload_file(local.dir().join(&b.name), local.sidecar(&b.name).await?)
+            .await?;
+        uploaded.push(b.name.clone());
+    }
+    Ok(uploaded)
 }
 
 fn spawn_progress(

@@ -35,6 +35,35 @@ pub async fn find(store: &dyn BackupStore, which: &str) -> Result<StoredBackup> 
     }
 }
 
+/// The first store (local before S3) that has `which`; for `latest`, the store with the newest backup.
+pub async fn store_holding<'a>(
+    stores: &[&'a dyn BackupStore],
+    which: &str,
+) -> Result<&'a dyn BackupStore> {
+    let mut best: Option<(&'a dyn BackupStore, jiff::Timestamp)> = None;
+    let mut first_err = None;
+    for &store in stores {
+        match store.resolve(which).await {
+            Ok(_) if which != "latest" => return Ok(store),
+            Ok(b) => {
+                if best.is_none_or(|(_, t)| b.created > t) {
+                    best = Some((store, b.created));
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match (best, first_err, stores.first()) {
+        (Some((s, _)), _, _) => Ok(s),
+        // Let `find` explain (e.g. an archive without its sidecar) on the first store.
+        (None, _, Some(&first)) if which != "latest" => Ok(first),
+        (None, Some(e), _) => Err(e),
+        (None, None, _) => Err(Error::config("no store configured")),
+    }
+}
+
 #[instrument(skip(store), fields(location = %store.location()))]
 pub async fn verify(
     store: &dyn BackupStore,
@@ -43,7 +72,8 @@ pub async fn verify(
 ) -> Result<VerifyReport> {
     let backup = find(store, which).await?;
     let name = backup.name.clone();
-    let manifest = &backup.sidecar.manifest;
+    let sidecar = store.sidecar(&name).await?;
+    let manifest = &sidecar.manifest;
     if manifest.format_version != FORMAT_VERSION {
         return Err(Error::archive(
             &name,
@@ -53,7 +83,7 @@ pub async fn verify(
             ),
         ));
     }
-    if manifest.name != name || backup.sidecar.archive.file != name {
+    if manifest.name != name || sidecar.archive.file != name {
         return Err(Error::archive(
             &name,
             "the sidecar manifest belongs to another archive",
@@ -61,7 +91,7 @@ pub async fn verify(
     }
 
     let whole = store.open(&name).await?;
-    let expected = backup.sidecar.archive.clone();
+    let expected = sidecar.archive.clone();
     let n = name.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let mut r = HashingReader::new(whole);
@@ -98,7 +128,8 @@ pub async fn verify(
         });
     }
     let input = store.open(&name).await?;
-    let (compression, encrypted, size) = (backup.compression, backup.encrypted, backup.size);
+    let (compression, encrypted, size) =
+        (backup.compression, backup.encrypted, sidecar.archive.size);
     let manifest = manifest.clone();
     let summary = tokio::task::spawn_blocking(move || -> Result<_> {
         let identities = match &identity_file {

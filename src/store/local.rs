@@ -105,12 +105,15 @@ impl BackupStore for LocalStore {
                 compression: name.compression,
                 encrypted: name.encrypted,
                 location: self.location(),
-                sha256: sidecar.archive.sha256.clone(),
-                sidecar,
+                sha256: Some(sidecar.archive.sha256),
             });
         }
         out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
         Ok(out)
+    }
+
+    async fn sidecar(&self, name: &str) -> Result<Sidecar> {
+        self.read_sidecar(name)
     }
 
     #[instrument(skip(self))]

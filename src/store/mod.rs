@@ -2,6 +2,9 @@
 //! `list`, `verify`, `prune` and `backup` only talk to the trait.
 
 pub mod local;
+pub mod s3;
+pub mod select;
+pub mod tee;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -14,6 +17,7 @@ use crate::archive::{ArchiveName, Compression, Sidecar};
 use crate::error::{Error, Result};
 
 pub use local::LocalStore;
+pub use s3::S3Store;
 
 /// A complete backup: archive plus sidecar.
 #[derive(Debug, Clone, Serialize)]
@@ -24,9 +28,9 @@ pub struct StoredBackup {
     pub compression: Compression,
     pub encrypted: bool,
     pub location: String,
-    pub sha256: String,
-    #[serde(skip)]
-    pub sidecar: Sidecar,
+    /// SHA-256 of the archive file, when the listing already read the sidecar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A half-written archive. Dropping it without `commit` removes what was written.
@@ -43,7 +47,10 @@ pub trait BackupStore: Send + Sync {
     /// Complete backups of this store's prefix, oldest first. Files that are not ours are ignored.
     async fn list(&self) -> Result<Vec<StoredBackup>>;
 
-    /// Opens the archive bytes for reading.
+    /// The sidecar manifest of a complete backup.
+    async fn sidecar(&self, name: &str) -> Result<Sidecar>;
+
+    /// Opens the archive bytes for reading (from a blocking context: the reader may block).
     async fn open(&self, name: &str) -> Result<Box<dyn Read + Send>>;
 
     /// Starts writing a new archive; never overwrites an existing one.

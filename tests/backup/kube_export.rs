@@ -271,7 +271,9 @@ async fn a_backup_with_kubernetes_export_stores_each_object_and_counts_them() {
     let eternia_backup::cli::Command::Backup(args) = cli.command else {
         unreachable!()
     };
-    let mut plan = eternia_backup::app::backup_plan(&cli.global, &args).unwrap();
+    let mut plan = eternia_backup::app::backup_plan(&cli.global, &args)
+        .await
+        .unwrap();
     plan.kubernetes.as_mut().unwrap().client = Some(fake_cluster().await);
 
     let summary = eternia_backup::commands::backup::run(plan).await.unwrap();
