@@ -93,8 +93,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             let policy = policy(&args.retention);
             for store in stores.all() {
-                let report =
-                    prune::prune(store, &policy, jiff::Timestamp::now(), args.dry_run).await?;
+                let report = prune::prune(
+                    store,
+                    &policy,
+                    jiff::Timestamp::now(),
+                    Duration::from_secs(args.stale_partial_age),
+                    args.dry_run,
+                )
+                .await?;
                 println!("# {}", store.location());
                 print!("{}", report.render());
             }

@@ -223,6 +223,14 @@ pub struct PruneArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Seconds after which a `*.partial` file or an unfinished multipart upload counts as abandoned.
+    #[arg(
+        long,
+        env = "BACKUP_STALE_PARTIAL_AGE",
+        default_value_t = 86_400,
+        hide = true
+    )]
+    pub stale_partial_age: u64,
 }
 
 /// `8MiB`, `512KiB`, `1GB`, `4096`.

@@ -16,7 +16,7 @@ use crate::archive::manifest::{
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::commands::list::human_size;
-use crate::commands::prune::{PruneReport, prune};
+use crate::commands::prune::{PruneReport, STALE_PARTIAL_AGE, prune};
 use crate::error::{Error, Result};
 use crate::kube::export::{Export, ExportFilter};
 use crate::lock::DirLock;
@@ -257,7 +257,7 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
         };
         if let Some(local) = &plan.stores.local {
             summary.retention.push(
-                prune(local, policy, Timestamp::now(), false)
+                prune(local, policy, Timestamp::now(), STALE_PARTIAL_AGE, false)
                     .await
                     .map_err(retention_failed)?,
             );
@@ -271,7 +271,7 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
                 }
             }
             summary.retention.push(
-                prune(s3, policy, Timestamp::now(), false)
+                prune(s3, policy, Timestamp::now(), STALE_PARTIAL_AGE, false)
                     .await
                     .map_err(retention_failed)?,
             );

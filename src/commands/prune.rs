@@ -48,6 +48,7 @@ pub async fn prune(
     store: &dyn BackupStore,
     policy: &Policy,
     now: Timestamp,
+    stale_after: Duration,
     dry_run: bool,
 ) -> Result<PruneReport> {
     let backups = store.list().await?;
@@ -71,9 +72,7 @@ pub async fn prune(
         }
         report.deleted.push(name.to_string());
     }
-    report.stale_partials = store
-        .remove_stale_partials(STALE_PARTIAL_AGE, dry_run)
-        .await?;
+    report.stale_partials = store.remove_stale_partials(stale_after, dry_run).await?;
     info!(
         kept = report.kept.len(),
         deleted = report.deleted.len(),

@@ -10,3 +10,4 @@ mod faults;
 mod kube_export;
 mod notifications;
 mod retention_cli;
+mod s3;
