@@ -4,6 +4,8 @@
 #   1. bare `pg_dump -Fc -Z0 > /dev/null`           (the baseline)
 #   2. `eternia-backup backup` with gzip and with zstd (wall time and peak RSS)
 #   3. the seed runbook's pipeline: pg_dump | gzip > db.sql.gz; tar czf archive.tar.gz …
+#   4. `eternia-backup backup --store both` (zstd) to the volume and a local Garage S3 server, against the
+#      seed pipeline followed by `aws s3 cp` (awscli from PyPI) to the same server
 # Usage: scripts/bench-backup.sh [FACTOR]   FACTOR=2 doubles the data (for the memory-at-2x figure).
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres), pgbench, GNU time. Prints a markdown table.
 set -euo pipefail
@@ -17,18 +19,26 @@ command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq 
 cargo build --release --locked -q
 BIN=$PWD/target/release/eternia-backup
 WORK=$(mktemp -d /tmp/eb-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+CACHE=${ETERNIA_CACHE:-$HOME/.cache/eternia-backup}
+trap 'scripts/garage.sh stop "$WORK/garage"; rm -rf "$WORK"' EXIT
+scripts/garage.sh start "$WORK/garage" 3920
+# shellcheck disable=SC1091
+source "$WORK/garage/env"
+if [ ! -x "$CACHE/awscli/bin/aws" ]; then
+  python3 -m venv "$CACHE/awscli" && "$CACHE/awscli/bin/pip" install -q 'awscli==1.*'
+fi
+export AWS_ACCESS_KEY_ID=$S3_TEST_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_TEST_SECRET_KEY AWS_REGION=$S3_TEST_REGION AWS_DEFAULT_REGION=$S3_TEST_REGION
 
-if [ "$(psql -Atc "SELECT count(*) FROM pg_database WHERE datname='$DB'")" != 1 ]; then
+if [ "$(psql -d "$DB" -Atc "SELECT to_regclass('documents') IS NOT NULL" 2>/dev/null)" != t ]; then
   echo "creating $DB (scale $((40 * FACTOR)) + $((1500000 * FACTOR)) document rows)…" >&2
+  dropdb --if-exists "$DB"
   createdb "$DB"
   pgbench -i -q -s $((40 * FACTOR)) "$DB" >/dev/null 2>&1
   psql -q -d "$DB" -c "CREATE TABLE documents (id bigserial PRIMARY KEY, title text, body text, attrs jsonb);
     INSERT INTO documents (title, body, attrs)
     SELECT 'document ' || g, repeat(md5(g::text), 4) || ' ' || md5(random()::text),
            jsonb_build_object('n', g, 'tag', 'tag' || (g % 97), 'score', random(), 'flags', jsonb_build_array(g % 2 = 0, g % 3 = 0))
-    FROM generate_series(1, $((1500000 * FACTOR))) g;
-    VACUUM ANALYZE;"
+    FROM generate_series(1, $((1500000 * FACTOR))) g;" -c "VACUUM ANALYZE"
 fi
 SIZE=$(psql -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")
 
@@ -44,6 +54,11 @@ mkdir -p "$WORK/gz" "$WORK/zst" "$WORK/seed/configs"
 read -r t_gz rss_gz < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" "$BIN" --backup-dir "$WORK/gz" backup --no-kubernetes --no-prune --compression gzip)
 read -r t_zst rss_zst < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" "$BIN" --backup-dir "$WORK/zst" backup --no-kubernetes --no-prune --compression zstd)
 read -r t_seed _ < <(measure sh -c "cd $WORK/seed && pg_dump -d $DB | gzip > db.sql.gz && tar czf archive.tar.gz db.sql.gz configs")
+mkdir -p "$WORK/both" "$WORK/seed-s3/configs"
+read -r t_both rss_both < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" S3_ENDPOINT="$S3_TEST_ENDPOINT" \
+  S3_BUCKET="$S3_TEST_BUCKET" S3_FORCE_PATH_STYLE=true S3_PREFIX=bench "$BIN" --backup-dir "$WORK/both" backup --no-kubernetes --no-prune --compression zstd --store both)
+read -r t_seed_s3 _ < <(measure sh -c "cd $WORK/seed-s3 && pg_dump -d $DB | gzip > db.sql.gz && tar czf archive.tar.gz db.sql.gz configs && \
+  $CACHE/awscli/bin/aws --endpoint-url $S3_TEST_ENDPOINT s3 cp archive.tar.gz s3://$S3_TEST_BUCKET/seed/archive.tar.gz --only-show-errors")
 size_gz=$(stat -c %s "$WORK"/gz/*.tar.gz)
 size_zst=$(stat -c %s "$WORK"/zst/*.tar.zst)
 size_seed=$(stat -c %s "$WORK"/seed/archive.tar.gz)
@@ -58,4 +73,8 @@ database $DB: $SIZE (factor $FACTOR), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ
 | eternia-backup gzip (level 1) | $t_gz | $(ratio "$t_gz" "$t_bare") | $((rss_gz / 1024)) | $((size_gz / 1048576)) |
 | eternia-backup zstd (level 3) | $t_zst | $(ratio "$t_zst" "$t_bare") | $((rss_zst / 1024)) | $((size_zst / 1048576)) |
 | seed pipeline (pg_dump \| gzip; tar czf) | $t_seed | $(ratio "$t_seed" "$t_bare") | | $((size_seed / 1048576)) |
+| eternia-backup zstd --store both (volume + Garage S3) | $t_both | $(ratio "$t_both" "$t_bare") | $((rss_both / 1024)) | |
+| seed pipeline + aws s3 cp to Garage | $t_seed_s3 | $(ratio "$t_seed_s3" "$t_bare") | | |
+
+both vs seed pipeline + upload: $(ratio "$t_seed_s3" "$t_both")x faster
 TABLE

@@ -7,8 +7,9 @@ use secrecy::SecretString;
 use tracing::{error, info};
 
 use crate::archive::codec::{EncodeOptions, parse_recipients};
-use crate::cli::{BackupArgs, Cli, Command, GlobalArgs, OutputFormat, RetentionArgs};
+use crate::cli::{BackupArgs, Cli, Command, GlobalArgs, OutputFormat, RestoreArgs, RetentionArgs};
 use crate::commands::backup::{BackupPlan, KubernetesSource};
+use crate::commands::restore::{self, KubeRestore, RestorePlan, Which};
 use crate::commands::{backup, list, prune, verify};
 use crate::error::{Error, Result};
 use crate::kube::export::ExportFilter;
@@ -81,6 +82,52 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Restore(args) => run_restore(&global, args).await,
+        Command::Drill(args) => {
+            let stores = Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?;
+            let target = pg_target(&args.database)?;
+            let checks = match &args.checks {
+                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                    Error::config(format!("cannot read --checks {}: {e}", p.display()))
+                })?),
+                None => None,
+            };
+            let which = if args.name == "latest" {
+                Which::Latest
+            } else {
+                Which::Named(args.name.clone())
+            };
+            let r = restore::drill(
+                &stores,
+                &which,
+                &target,
+                args.pg_restore,
+                args.identity_file,
+                checks,
+            )
+            .await?;
+            let verdict = if r.passed { "PASS" } else { "FAIL" };
+            println!(
+                "drill {verdict} {}: verify {:.1}s, restore+checks {:.1}s, total {:.1}s (scratch database {} dropped)",
+                r.archive,
+                r.verify.as_secs_f64(),
+                r.restore.as_secs_f64(),
+                r.total.as_secs_f64(),
+                r.scratch
+            );
+            for p in &r.problems {
+                println!("  - {p}");
+            }
+            if r.passed {
+                Ok(())
+            } else {
+                Err(Error::Restore {
+                    step: "drill".into(),
+                    problem: format!("{} problems", r.problems.len()),
+                    hint: "the lines above".into(),
+                })
+            }
         }
         Command::Prune(args) => {
             let stores = Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?;
@@ -157,6 +204,94 @@ async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
     Ok(())
 }
 
+async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
+    let which = match (&args.before, args.name.as_deref()) {
+        (Some(t), _) => Which::Before(*t),
+        (None, Some("latest")) | (None, None) => Which::Latest,
+        (None, Some(n)) => Which::Named(n.to_owned()),
+    };
+    let mut target = pg_target(&args.backup.database)?;
+    if let Some(db) = args.target_database.as_deref().filter(|d| !d.is_empty()) {
+        target = target.with_database(db);
+    }
+    let safety = if args.no_safety_backup || args.dry_run {
+        None
+    } else {
+        let mut p = backup_plan(global, &args.backup).await?;
+        p.target = target.clone();
+        p.retention = None;
+        Some(p)
+    };
+    for spec in &args.restart {
+        crate::kube::apply::deployment_name(spec)?;
+    }
+    let kubernetes = (!args.backup.no_kubernetes).then(|| KubeRestore {
+        client: None,
+        namespace: args
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| args.backup.namespace.clone()),
+        deployments: args
+            .restart
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        include_gitops: args.include_gitops_managed,
+        rollout_timeout: Duration::from_secs(args.rollout_timeout),
+    });
+    let plan = RestorePlan {
+        stores: Stores::open(&global.backup_dir, &global.prefix, &args.backup.stores).await?,
+        which,
+        target,
+        mode: args.mode,
+        dry_run: args.dry_run,
+        safety,
+        identity_file: args.identity_file.clone(),
+        pg_restore: args.pg_restore.clone(),
+        kubernetes,
+    };
+    let s = restore::run(plan).await?;
+    if s.dry_run {
+        println!("DRY RUN: nothing changed");
+    }
+    println!(
+        "archive {} ({}): checksums OK, {} tables / {} rows",
+        s.archive, s.location, s.tables, s.rows
+    );
+    for o in &s.objects {
+        println!("  {} {}: {:?}", o.kind, o.name, o.action);
+    }
+    for d in &s.restarted {
+        println!("  restart {d}");
+    }
+    if !s.dry_run {
+        if let Some(n) = &s.safety_backup {
+            println!("safety backup: {n} (to undo: eternia-backup restore {n})");
+        }
+        if let Some(p) = &s.previous_database {
+            println!("previous database kept as {p}");
+        }
+        println!(
+            "restore of {} complete in {:.1}s",
+            s.archive,
+            s.duration.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn pg_target(args: &crate::cli::DatabaseArgs) -> Result<PgTarget> {
+    let url = args
+        .database_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .map(SecretString::from);
+    PgTarget::resolve(url.as_ref(), |k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    })
+}
+
 /// Validates every input before anything touches the database or the volume.
 pub async fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<BackupPlan> {
     let recipients = parse_recipients(&args.encrypt_to)?;
@@ -175,15 +310,7 @@ pub async fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<Backu
             valid_levels.end()
         )));
     }
-    let url = args
-        .database
-        .database_url
-        .clone()
-        .filter(|u| !u.is_empty())
-        .map(SecretString::from);
-    let target = PgTarget::resolve(url.as_ref(), |k| {
-        std::env::var(k).ok().filter(|v| !v.is_empty())
-    })?;
+    let target = pg_target(&args.database)?;
     let kubernetes = if args.no_kubernetes {
         None
     } else {

@@ -55,6 +55,72 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Apply retention: delete backups no rule keeps and stale partial files.
     Prune(PruneArgs),
+    /// Verify a backup, take a safety backup, restore the database and the ConfigMaps/Secrets, restart.
+    Restore(RestoreArgs),
+    /// Test-restore a backup into a scratch database, compare row counts, drop it.
+    Drill(DrillArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct RestoreArgs {
+    /// Archive name or `latest` (omit with --before).
+    #[arg(required_unless_present = "before")]
+    pub name: Option<String>,
+    /// Restore the newest backup created at or before this time (RFC 3339).
+    #[arg(long, conflicts_with = "name")]
+    pub before: Option<jiff::Timestamp>,
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    /// Print the plan (archive, checksums, tables, objects, Deployments) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, env = "RESTORE_MODE", value_enum, default_value = "clean")]
+    pub mode: crate::commands::restore::Mode,
+    /// Skip the safety backup of the current state (no way back).
+    #[arg(long, env = "RESTORE_NO_SAFETY_BACKUP")]
+    pub no_safety_backup: bool,
+    /// Restore into this database instead of the configured one.
+    #[arg(long)]
+    pub target_database: Option<String>,
+    /// Apply ConfigMaps/Secrets into this namespace instead of the archived one's configured namespace.
+    #[arg(long)]
+    pub target_namespace: Option<String>,
+    /// Deployments to restart after the restore (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "restart",
+        env = "RESTORE_DEPLOYMENTS",
+        value_delimiter = ',',
+        default_value = "deployment/eternia-backend"
+    )]
+    pub restart: Vec<String>,
+    /// Also overwrite objects managed by Argo CD (its self-heal would revert them).
+    #[arg(long)]
+    pub include_gitops_managed: bool,
+    /// Seconds to wait for each Deployment's rollout.
+    #[arg(long, env = "RESTORE_ROLLOUT_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub rollout_timeout: u64,
+    /// age identity file for encrypted archives.
+    #[arg(long, env = "AGE_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+    #[arg(long, env = "PG_RESTORE_BIN", default_value = "pg_restore")]
+    pub pg_restore: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct DrillArgs {
+    /// Archive name or `latest`.
+    pub name: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// A file of SQL checks, `;`-separated, each returning one boolean that must be true.
+    #[arg(long, env = "DRILL_CHECKS_FILE")]
+    pub checks: Option<PathBuf>,
+    #[arg(long, env = "AGE_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+    #[arg(long, env = "PG_RESTORE_BIN", default_value = "pg_restore")]
+    pub pg_restore: PathBuf,
 }
 
 #[derive(Args, Clone)]

@@ -83,6 +83,13 @@ pub enum Error {
     )]
     Offsite { backup: String, problem: String },
 
+    #[error("restore failed at {step}: {problem}; check: {hint}")]
+    Restore {
+        step: String,
+        problem: String,
+        hint: String,
+    },
+
     #[error("encryption: {0}")]
     Encryption(String),
 }

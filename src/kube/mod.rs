@@ -1,5 +1,6 @@
 //! Kubernetes: export of ConfigMaps/Secrets (`export`), label selectors (`selector`) and the client.
 
+pub mod apply;
 pub mod export;
 pub mod selector;
 

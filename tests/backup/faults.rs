@@ -59,7 +59,48 @@ fn a_missing_database_names_the_database_setting_to_check() {
 }
 
 #[test]
-fn a_wrong_password_names_the_credentials() {
+fn a_wrong_password_names_the_credentials_and_never_echoes_a_password() {
+    let Some(pg) = PrivatePg::start("the-right-one") else {
+        eprintln!(
+            "SKIPPED: cannot start a private PostgreSQL cluster (needs root and the postgres user)"
+        );
+        return;
+    };
+    let dir = tempdir();
+    let r = run(bin()
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", pg.port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PGPASSWORD", "the-wrong-one")
+        .env("PGDATABASE", "postgres")
+        .env("BACKUP_DIR", dir.path())
+        .args(["backup", "--no-kubernetes"]))
+    .failed(1);
+    let e = error_line(&r);
+    assert!(
+        e.contains("password authentication failed") && e.contains("credentials"),
+        "{e}"
+    );
+    assert!(!r.stderr.contains("the-wrong-one") && !r.stderr.contains("the-right-one"));
+    assert!(files(dir.path()).is_empty());
+
+    // And with the right password through DATABASE_URL the same server is backed up.
+    run(bin()
+        .env(
+            "DATABASE_URL",
+            format!(
+                "postgres://postgres:the-right-one@127.0.0.1:{}/postgres",
+                pg.port
+            ),
+        )
+        .env("BACKUP_DIR", dir.path())
+        .args(["backup", "--no-kubernetes"]))
+    .ok();
+    assert_eq!(archives(dir.path()).len(), 1);
+}
+
+#[test]
+fn an_unknown_role_names_the_credentials() {
     // The shared server trusts every local connection, so log in as a role that does not exist:
     // the server answers with the same authentication failure class (28000) a wrong password gets.
     let dir = tempdir();

@@ -238,3 +238,65 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// A private PostgreSQL cluster with password (scram) authentication, for credential tests: the shared
+/// server trusts every local connection. Runs as the `postgres` OS user; `None` where that is not possible.
+pub struct PrivatePg {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PrivatePg {
+    pub fn start(password: &str) -> Option<PrivatePg> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .max()?;
+        let dir = tempfile::Builder::new()
+            .prefix("eb-pg")
+            .tempdir_in("/tmp")
+            .ok()?;
+        let port = 55000 + (std::process::id() % 1000) as u16;
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, password).ok()?;
+        let data = dir.path().join("data");
+        let as_postgres = |args: &str| {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", "sh", "-c", args])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let ok = as_postgres(&format!(
+            "{}/initdb -D {} -U postgres --pwfile={} --auth=scram-sha-256 >/dev/null",
+            bin.display(),
+            data.display(),
+            pwfile.display()
+        )) && as_postgres(&format!(
+            "{}/pg_ctl -D {} -o '-p {port} -k /tmp -c listen_addresses=127.0.0.1' -l {}/log -w start >/dev/null",
+            bin.display(),
+            data.display(),
+            dir.path().display()
+        ));
+        ok.then_some(PrivatePg { port, dir, bin })
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c"])
+            .arg(format!(
+                "{}/pg_ctl -D {}/data -m immediate stop >/dev/null",
+                self.bin.display(),
+                self.dir.path().display()
+            ))
+            .status();
+    }
+}

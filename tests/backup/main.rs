@@ -9,5 +9,6 @@ mod encryption;
 mod faults;
 mod kube_export;
 mod notifications;
+mod restore;
 mod retention_cli;
 mod s3;

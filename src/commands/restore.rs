@@ -1,0 +1,464 @@
+//! `eternia-backup restore` and `drill`. Order of work: find → verify every checksum (nothing is changed
+//! before this passes) → safety backup of the current state → restore the database (clean or swap) →
+//! row counts equal the manifest's → apply ConfigMaps/Secrets → rollout restart → wait → summary.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tracing::{info, instrument, warn};
+
+use crate::archive::codec::{decoder, load_identities};
+use crate::archive::manifest::Manifest;
+use crate::commands::backup::{self, BackupPlan};
+use crate::commands::verify;
+use crate::error::{Error, Result};
+use crate::kube::apply::{self, Applied};
+use crate::postgres::PgTarget;
+use crate::postgres::restore::{self as pg, RestoreOptions};
+use crate::store::BackupStore;
+use crate::store::select::Stores;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Into the database itself, after ending other sessions and emptying it (exactly the backed-up state).
+    Clean,
+    /// Restore into a scratch database, check it, then rename it into place (the old one is kept).
+    Swap,
+}
+
+#[derive(Debug, Clone)]
+pub enum Which {
+    Latest,
+    Named(String),
+    Before(Timestamp),
+}
+
+pub struct KubeRestore {
+    pub client: Option<kube::Client>,
+    pub namespace: String,
+    pub deployments: Vec<String>,
+    pub include_gitops: bool,
+    pub rollout_timeout: Duration,
+}
+
+pub struct RestorePlan {
+    pub stores: Stores,
+    pub which: Which,
+    pub target: PgTarget,
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub safety: Option<BackupPlan>,
+    pub identity_file: Option<PathBuf>,
+    pub pg_restore: PathBuf,
+    pub kubernetes: Option<KubeRestore>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreSummary {
+    pub archive: String,
+    pub location: String,
+    pub safety_backup: Option<String>,
+    pub previous_database: Option<String>,
+    pub tables: usize,
+    pub rows: i64,
+    pub objects: Vec<Applied>,
+    pub restarted: Vec<String>,
+    pub duration: Duration,
+    pub dry_run: bool,
+}
+
+/// Finds the backup to restore across the configured stores (local first).
+pub async fn locate<'a>(
+    stores: &'a Stores,
+    which: &Which,
+) -> Result<(&'a dyn BackupStore, String)> {
+    let all = stores.all();
+    match which {
+        Which::Latest | Which::Named(_) => {
+            let key = match which {
+                Which::Named(n) => n.as_str(),
+                _ => "latest",
+            };
+            let store = verify::store_holding(&all, key).await?;
+            Ok((store, verify::find(store, key).await?.name))
+        }
+        Which::Before(t) => {
+            let mut best: Option<(&dyn BackupStore, String, Timestamp)> = None;
+            for &s in &all {
+                for b in s.list().await? {
+                    if b.created <= *t && best.as_ref().is_none_or(|(_, _, bt)| b.created > *bt) {
+                        best = Some((s, b.name, b.created));
+                    }
+                }
+            }
+            best.map(|(s, n, _)| (s, n)).ok_or_else(|| Error::NotFound {
+                what: format!("created at or before {t}"),
+                location: all
+                    .iter()
+                    .map(|s| s.location())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    }
+}
+
+/// Verifies, then returns the manifest and the archived Kubernetes objects.
+async fn verified(
+    store: &dyn BackupStore,
+    name: &str,
+    identity: &Option<PathBuf>,
+) -> Result<Manifest> {
+    let report = verify::verify(store, name, identity.clone()).await?;
+    if !report.contents_checked {
+        return Err(Error::Encryption(format!(
+            "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
+        )));
+    }
+    Ok(store.sidecar(name).await?.manifest)
+}
+
+/// Reads the archive once more (checking every checksum again), feeding the dump to pg_restore.
+async fn restore_pass(
+    store: &dyn BackupStore,
+    name: &str,
+    manifest: &Manifest,
+    target: &PgTarget,
+    opts: RestoreOptions,
+    identity: Option<PathBuf>,
+) -> Result<()> {
+    let input = store.open(name).await?;
+    let (manifest, target, name) = (manifest.clone(), target.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let identities = match &identity {
+            Some(p) if manifest.encrypted => load_identities(p)?,
+            _ => Vec::new(),
+        };
+        let decoded = decoder(input, manifest.compression, manifest.encrypted, &identities)?;
+        pg::pg_restore_from(&name, decoded, &manifest, &target, &opts).map(|_| ())
+    })
+    .await
+    .expect("restore task")
+}
+
+#[instrument(skip_all, fields(database = %plan.target, mode = ?plan.mode, dry_run = plan.dry_run))]
+pub async fn run(plan: RestorePlan) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let (store, name) = locate(&plan.stores, &plan.which).await?;
+    info!(archive = %name, location = %store.location(), "restoring");
+    let manifest = verified(store, &name, &plan.identity_file).await?;
+    let objects = read_objects(store, &name, &manifest, plan.identity_file.clone()).await?;
+    let mut summary = RestoreSummary {
+        archive: name.clone(),
+        location: store.location(),
+        tables: manifest.database.tables.len(),
+        rows: manifest.database.tables.iter().map(|t| t.rows).sum(),
+        dry_run: plan.dry_run,
+        ..RestoreSummary::default()
+    };
+
+    let kube = match &plan.kubernetes {
+        Some(k) => Some((
+            match &k.client {
+                Some(c) => c.clone(),
+                None => crate::kube::client().await?,
+            },
+            k,
+        )),
+        None => None,
+    };
+    if plan.dry_run {
+        if let Some((client, k)) = &kube {
+            summary.objects = apply::apply_objects(
+                client.clone(),
+                &k.namespace,
+                &objects,
+                k.include_gitops,
+                true,
+            )
+            .await?;
+            summary.restarted = k.deployments.clone();
+        }
+        summary.duration = started.elapsed();
+        return Ok(summary);
+    }
+
+    if let Some(safety) = plan.safety {
+        let s = backup::run(safety).await.map_err(|e| Error::Restore {
+            step: "safety backup".into(),
+            problem: e.to_string(),
+            hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
+        })?;
+        info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
+        summary.safety_backup = Some(s.name);
+    }
+    let undo = summary
+        .safety_backup
+        .as_ref()
+        .map(|n| format!("the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"))
+        .unwrap_or_else(|| "no safety backup was taken (--no-safety-backup)".into());
+
+    let db = plan.target.dbname.clone();
+    let opts = |clean| RestoreOptions {
+        pg_restore: plan.pg_restore.clone(),
+        clean,
+    };
+    match plan.mode {
+        Mode::Clean => {
+            let mut conn = pg::maintenance(&plan.target).await?;
+            if !pg::database_exists(&mut conn, &plan.target, &db).await? {
+                pg::create_database(&mut conn, &plan.target, &db, None).await?;
+            }
+            pg::terminate_sessions(&mut conn, &plan.target, &db).await?;
+            let restored = async {
+                pg::empty_database(&plan.target).await?;
+                restore_pass(
+                    store,
+                    &name,
+                    &manifest,
+                    &plan.target,
+                    opts(false),
+                    plan.identity_file.clone(),
+                )
+                .await
+            };
+            restored.await.map_err(|e| with_undo(e, &undo))?;
+            check_rows(&plan.target, &manifest)
+                .await
+                .map_err(|e| with_undo(e, &undo))?;
+        }
+        Mode::Swap => {
+            let stamp = Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
+            let scratch = pg::derived_name(&db, &format!("restore_{stamp}"));
+            let previous = pg::derived_name(&db, &format!("pre_restore_{stamp}"));
+            let mut conn = pg::maintenance(&plan.target).await?;
+            let exists = pg::database_exists(&mut conn, &plan.target, &db).await?;
+            pg::create_database(
+                &mut conn,
+                &plan.target,
+                &scratch,
+                exists.then_some(db.as_str()),
+            )
+            .await?;
+            let into_scratch = plan.target.with_database(&scratch);
+            let restored = async {
+                restore_pass(
+                    store,
+                    &name,
+                    &manifest,
+                    &into_scratch,
+                    opts(false),
+                    plan.identity_file.clone(),
+                )
+                .await?;
+                check_rows(&into_scratch, &manifest).await
+            }
+            .await;
+            if let Err(e) = restored {
+                let _ = pg::drop_database(&mut conn, &plan.target, &scratch).await;
+                return Err(Error::Restore {
+                    step: "restore into a scratch database".into(),
+                    problem: e.to_string(),
+                    hint: format!("the live database {db} was not touched"),
+                });
+            }
+            if exists {
+                pg::rename_database(&mut conn, &plan.target, &db, &previous).await?;
+                if let Err(e) = pg::rename_database(&mut conn, &plan.target, &scratch, &db).await {
+                    let _ = pg::rename_database(&mut conn, &plan.target, &previous, &db).await;
+                    return Err(e);
+                }
+                info!(previous = %previous, "the replaced database is kept; drop it once the restore is confirmed");
+                summary.previous_database = Some(previous);
+            } else {
+                pg::rename_database(&mut conn, &plan.target, &scratch, &db).await?;
+            }
+        }
+    }
+
+    if let Some((client, k)) = kube {
+        summary.objects = apply::apply_objects(
+            client.clone(),
+            &k.namespace,
+            &objects,
+            k.include_gitops,
+            false,
+        )
+        .await
+        .map_err(|e| with_undo(e, &undo))?;
+        let at = Timestamp::now().to_string();
+        for spec in &k.deployments {
+            let name = apply::deployment_name(spec)?;
+            apply::rollout_restart(client.clone(), &k.namespace, name, &at).await?;
+            summary.restarted.push(format!("deployment/{name}"));
+        }
+        for spec in &k.deployments {
+            apply::wait_rollout(
+                client.clone(),
+                &k.namespace,
+                apply::deployment_name(spec)?,
+                k.rollout_timeout,
+                Duration::from_secs(2),
+            )
+            .await?;
+        }
+    }
+    summary.duration = started.elapsed();
+    Ok(summary)
+}
+
+fn with_undo(e: Error, undo: &str) -> Error {
+    Error::Restore {
+        step: "restore".into(),
+        problem: e.to_string(),
+        hint: undo.to_owned(),
+    }
+}
+
+async fn check_rows(target: &PgTarget, manifest: &Manifest) -> Result<()> {
+    let diffs = pg::compare_row_counts(target, &manifest.database.tables).await?;
+    if diffs.is_empty() {
+        info!(
+            tables = manifest.database.tables.len(),
+            "row counts match the manifest"
+        );
+        return Ok(());
+    }
+    Err(Error::Restore {
+        step: "row count check".into(),
+        problem: format!(
+            "{} tables differ from the manifest: {}",
+            diffs.len(),
+            diffs.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        ),
+        hint: "the restored data is not what was backed up".into(),
+    })
+}
+
+/// The archived ConfigMaps/Secrets (small: bounded by etcd's object size), read after verification.
+async fn read_objects(
+    store: &dyn BackupStore,
+    name: &str,
+    manifest: &Manifest,
+    identity: Option<PathBuf>,
+) -> Result<Vec<Vec<u8>>> {
+    if manifest.kubernetes.is_none() {
+        return Ok(Vec::new());
+    }
+    let input = store.open(name).await?;
+    let (manifest, name) = (manifest.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
+        let identities = match &identity {
+            Some(p) if manifest.encrypted => load_identities(p)?,
+            _ => Vec::new(),
+        };
+        let decoded = decoder(input, manifest.compression, manifest.encrypted, &identities)?;
+        let mut objects = Vec::new();
+        crate::archive::reader::walk(&name, decoded, &manifest, |path, r| {
+            if path.starts_with("kubernetes/") {
+                let mut v = Vec::new();
+                r.take(4 << 20).read_to_end(&mut v)?;
+                objects.push(v);
+            }
+            Ok(())
+        })?;
+        Ok(objects)
+    })
+    .await
+    .expect("read objects task")
+}
+
+#[derive(Debug, Clone)]
+pub struct DrillReport {
+    pub archive: String,
+    pub scratch: String,
+    pub passed: bool,
+    pub problems: Vec<String>,
+    pub verify: Duration,
+    pub restore: Duration,
+    pub total: Duration,
+}
+
+/// The runbook's "Testing Backups", automated: restore into a scratch database, compare row counts (and
+/// run the optional SQL checks, each of which must return true), drop the scratch database.
+#[instrument(skip_all, fields(database = %target))]
+pub async fn drill(
+    stores: &Stores,
+    which: &Which,
+    target: &PgTarget,
+    pg_restore: PathBuf,
+    identity: Option<PathBuf>,
+    checks: Option<String>,
+) -> Result<DrillReport> {
+    let t0 = Instant::now();
+    let (store, name) = locate(stores, which).await?;
+    let manifest = verified(store, &name, &identity).await?;
+    let verify_time = t0.elapsed();
+    let scratch = pg::derived_name(
+        &target.dbname,
+        &format!("drill_{}", Timestamp::now().strftime("%Y%m%d_%H%M%S")),
+    );
+    let mut conn = pg::maintenance(target).await?;
+    pg::create_database(&mut conn, target, &scratch, None).await?;
+    let into = target.with_database(&scratch);
+    let t1 = Instant::now();
+    let result = async {
+        restore_pass(
+            store,
+            &name,
+            &manifest,
+            &into,
+            RestoreOptions {
+                pg_restore,
+                clean: false,
+            },
+            identity,
+        )
+        .await?;
+        let mut problems = pg::compare_row_counts(&into, &manifest.database.tables).await?;
+        if let Some(sql) = &checks {
+            problems.extend(run_checks(&into, sql).await?);
+        }
+        Ok::<_, Error>(problems)
+    }
+    .await;
+    let restore_time = t1.elapsed();
+    if let Err(e) = pg::drop_database(&mut conn, target, &scratch).await {
+        warn!(scratch = %scratch, error = %e, "could not drop the drill database");
+    }
+    let problems = result?;
+    Ok(DrillReport {
+        archive: name,
+        scratch,
+        passed: problems.is_empty(),
+        problems,
+        verify: verify_time,
+        restore: restore_time,
+        total: t0.elapsed(),
+    })
+}
+
+/// Each `;`-separated statement must return a single true value.
+async fn run_checks(target: &PgTarget, sql: &str) -> Result<Vec<String>> {
+    use sqlx::Connection;
+    let mut conn = crate::postgres::snapshot::connect(target).await?;
+    let mut problems = Vec::new();
+    for stmt in sql
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !s.starts_with("--"))
+    {
+        match sqlx::query_scalar::<_, bool>(stmt)
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!("check returned false: {stmt}")),
+            Err(e) => problems.push(format!("check failed: {stmt}: {e}")),
+        }
+    }
+    let _ = conn.close().await;
+    Ok(problems)
+}

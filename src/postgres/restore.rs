@@ -1,0 +1,277 @@
+//! Streams the dump chunks of a verified archive into `pg_restore`, and the database operations around
+//! it: terminating sessions, scratch databases, renames, row-count checks against the manifest.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+
+use sqlx::{Connection, PgConnection, Row};
+use tracing::{info, instrument, warn};
+
+use super::snapshot::{connect, count_rows, quote_ident};
+use super::target::PgTarget;
+use crate::archive::manifest::{Manifest, TableCount, chunk_number};
+use crate::archive::reader::walk;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub pg_restore: PathBuf,
+    /// `--clean --if-exists`: drop each object before recreating it (restore over a live database).
+    pub clean: bool,
+}
+
+/// Walks the decoded archive (checking every checksum again) and pipes the dump chunks, in order, into
+/// `pg_restore` connected to `target`.
+#[instrument(skip_all, fields(database = %target, clean = opts.clean))]
+pub fn pg_restore_from<R: Read>(
+    archive_name: &str,
+    decoded: R,
+    manifest: &Manifest,
+    target: &PgTarget,
+    opts: &RestoreOptions,
+) -> Result<u64> {
+    let mut cmd = Command::new(&opts.pg_restore);
+    cmd.args(["--no-password", "--exit-on-error", "--dbname"])
+        .arg(&target.dbname);
+    if opts.clean {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    cmd.env_remove("PGPASSFILE")
+        .envs(target.child_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| Error::Restore {
+        step: "start pg_restore".into(),
+        problem: format!("cannot run {}: {e}", opts.pg_restore.display()),
+        hint: "install the PostgreSQL client tools (pg_restore) or set PG_RESTORE_BIN".into(),
+    })?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let tail = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = io::BufReader::new(stderr)
+            .take(64 << 10)
+            .read_to_string(&mut s);
+        s
+    });
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut fed = 0u64;
+    let walked = walk(archive_name, decoded, manifest, |path, r| {
+        if chunk_number(path).is_some() {
+            fed += io::copy(r, &mut stdin)?;
+        }
+        Ok(())
+    });
+    drop(stdin);
+    let status = child.wait().map_err(|e| Error::Restore {
+        step: "pg_restore".into(),
+        problem: e.to_string(),
+        hint: "the restore pod's resources".into(),
+    })?;
+    let stderr = tail.join().unwrap_or_default();
+    // A broken pipe while feeding means pg_restore stopped: its own message is the useful one.
+    if !status.success() {
+        let last: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(Error::Restore {
+            step: "pg_restore".into(),
+            problem: format!("{status}: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+            hint: "the database server logs; the restoring user needs to own (or be superuser over) the restored objects".into(),
+        });
+    }
+    walked?;
+    Ok(fed)
+}
+
+/// Connection to the maintenance database (`postgres`) of the same server.
+pub async fn maintenance(target: &PgTarget) -> Result<PgConnection> {
+    connect(&target.with_database("postgres")).await
+}
+
+pub async fn database_exists(
+    conn: &mut PgConnection,
+    target: &PgTarget,
+    name: &str,
+) -> Result<bool> {
+    sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map(|r| r.is_some())
+        .map_err(|e| target.error("cannot look up databases", &e))
+}
+
+/// Ends every other session on `db` (the application reconnects after the rollout restart).
+pub async fn terminate_sessions(
+    conn: &mut PgConnection,
+    target: &PgTarget,
+    db: &str,
+) -> Result<u64> {
+    let rows = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(db)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| target.error(&format!("cannot terminate sessions on {db}"), &e))?;
+    if !rows.is_empty() {
+        info!(
+            database = db,
+            sessions = rows.len(),
+            "terminated other sessions"
+        );
+    }
+    Ok(rows.len() as u64)
+}
+
+pub async fn create_database(
+    conn: &mut PgConnection,
+    target: &PgTarget,
+    name: &str,
+    owner_like: Option<&str>,
+) -> Result<()> {
+    let owner: Option<String> = match owner_like {
+        Some(db) => {
+            sqlx::query("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1")
+                .bind(db)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| target.error("cannot read the database owner", &e))?
+                .map(|r| r.get(0))
+        }
+        None => None,
+    };
+    let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
+    if let Some(o) = owner {
+        sql.push_str(&format!(" OWNER {}", quote_ident(&o)));
+    }
+    sqlx::query(&sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| target.error(&format!("cannot create database {name}"), &e))?;
+    Ok(())
+}
+
+pub async fn drop_database(conn: &mut PgConnection, target: &PgTarget, name: &str) -> Result<()> {
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| target.error(&format!("cannot drop database {name}"), &e))?;
+    Ok(())
+}
+
+/// Renames `from` to `to`, ending sessions on `from` first (retried: an application may reconnect).
+pub async fn rename_database(
+    conn: &mut PgConnection,
+    target: &PgTarget,
+    from: &str,
+    to: &str,
+) -> Result<()> {
+    let sql = format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(from),
+        quote_ident(to)
+    );
+    let mut last = None;
+    for _ in 0..5 {
+        terminate_sessions(conn, target, from).await?;
+        match sqlx::query(&sql).execute(&mut *conn).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                warn!(from, to, error = %e, "rename failed; retrying");
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
+    }
+    Err(target.error(
+        &format!("cannot rename database {from} to {to}"),
+        &last.expect("an attempt failed"),
+    ))
+}
+
+/// Counts rows in `target` and compares them with the manifest; the differences, if any.
+pub async fn compare_row_counts(target: &PgTarget, expected: &[TableCount]) -> Result<Vec<String>> {
+    let mut conn = connect(target).await?;
+    let actual = count_rows(&mut conn, target).await?;
+    let _ = conn.close().await;
+    let mut diffs = Vec::new();
+    for want in expected {
+        match actual
+            .iter()
+            .find(|a| a.schema == want.schema && a.table == want.table)
+        {
+            Some(a) if a.rows == want.rows => {}
+            Some(a) => diffs.push(format!(
+                "{}.{}: {} rows, the manifest says {}",
+                want.schema, want.table, a.rows, want.rows
+            )),
+            None => diffs.push(format!("{}.{}: missing", want.schema, want.table)),
+        }
+    }
+    Ok(diffs)
+}
+
+/// Empties `target` as a freshly created database would be: every user schema (with everything in it)
+/// dropped, `public` recreated with the defaults of the server's version. `pg_restore --clean` alone
+/// cannot do this: objects that are not in the dump (a table created after the backup) would survive and
+/// block dropping their schema.
+pub async fn empty_database(target: &PgTarget) -> Result<()> {
+    let mut conn = connect(target).await?;
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(|e| target.error("cannot list schemas", &e))?;
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| target.error("cannot read the server version", &e))?;
+    let mut sql = String::from("BEGIN;");
+    for s in &schemas {
+        sql.push_str(&format!("DROP SCHEMA {} CASCADE;", quote_ident(s)));
+    }
+    sql.push_str("CREATE SCHEMA public;");
+    if version >= 150000 {
+        sql.push_str("ALTER SCHEMA public OWNER TO pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC;");
+    } else {
+        sql.push_str("GRANT ALL ON SCHEMA public TO PUBLIC;");
+    }
+    sql.push_str("COMMIT;");
+    sqlx::raw_sql(&sql)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| target.error("cannot empty the database before the restore", &e))?;
+    let _ = conn.close().await;
+    info!(database = %target.dbname, schemas = schemas.len(), "emptied the database for the restore");
+    Ok(())
+}
+
+/// `<base>_<suffix>` within PostgreSQL's 63-byte identifier limit.
+pub fn derived_name(base: &str, suffix: &str) -> String {
+    let keep = 63usize.saturating_sub(suffix.len() + 1);
+    let mut cut = base.len().min(keep);
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{suffix}", &base[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::derived_name;
+
+    #[test]
+    fn derived_names_fit_the_identifier_limit() {
+        assert_eq!(
+            derived_name("eternia", "pre_restore_20261127_020000"),
+            "eternia_pre_restore_20261127_020000"
+        );
+        let long = "x".repeat(80);
+        assert_eq!(derived_name(&long, "drill_1").len(), 63);
+    }
+}

@@ -1,0 +1,232 @@
+//! Restore and drill against the real PostgreSQL: create data, back up, damage, restore, compare.
+
+use crate::helpers::*;
+
+fn restore_cmd(db: &TestDb, dir: &std::path::Path) -> std::process::Command {
+    let mut c = bin();
+    c.env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir)
+        .args(["restore", "--no-kubernetes"]);
+    c
+}
+
+fn damage(db: &TestDb) {
+    db.sql("DELETE FROM customers WHERE id > 10; DROP TABLE billing.\"Invoices\"; CREATE TABLE intruder (x int)");
+}
+
+#[test]
+fn clean_mode_brings_back_deleted_rows_and_dropped_tables_after_a_safety_backup() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+
+    let r = run(restore_cmd(&db, dir.path()).arg("latest")).ok();
+
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    assert_eq!(db.sql("SELECT count(*) FROM billing.\"Invoices\""), "120");
+    assert_eq!(
+        db.sql("SELECT to_regclass('intruder') IS NULL"),
+        "t",
+        "exactly the backed-up state"
+    );
+    r.says("safety backup: eternia-backup-");
+    // The safety backup holds the damaged state, so the restore can be undone.
+    let backups = list_json(dir.path());
+    assert_eq!(backups.len(), 2);
+    let safety = backups[1]["name"].as_str().unwrap();
+    run(restore_cmd(&db, dir.path()).args([safety, "--no-safety-backup"])).ok();
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
+}
+
+#[test]
+fn swap_mode_restores_into_a_scratch_database_and_keeps_the_old_one() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+
+    let r =
+        run(restore_cmd(&db, dir.path()).args(["latest", "--mode", "swap", "--no-safety-backup"]))
+            .ok();
+
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    assert_eq!(db.sql("SELECT to_regclass('intruder') IS NULL"), "t");
+    let kept = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("previous database kept as "))
+        .expect("old database named")
+        .to_owned();
+    assert_eq!(psql(&kept, "SELECT count(*) FROM customers"), "10");
+    psql(
+        "postgres",
+        &format!("DROP DATABASE \"{kept}\" WITH (FORCE)"),
+    );
+}
+
+#[test]
+fn a_checksum_mismatch_stops_the_restore_before_anything_is_touched() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+    let name = archives(dir.path()).pop().unwrap();
+    let path = dir.path().join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    run(restore_cmd(&db, dir.path()).arg("latest"))
+        .failed(1)
+        .says("does not match its sidecar");
+
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "10",
+        "the database was not touched"
+    );
+    assert_eq!(
+        list_json(dir.path()).len(),
+        1,
+        "no safety backup was even needed"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+    let r = run(restore_cmd(&db, dir.path()).args(["latest", "--dry-run"])).ok();
+    r.says("DRY RUN: nothing changed");
+    r.says("checksums OK, 2 tables / 420 rows");
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
+    assert_eq!(list_json(dir.path()).len(), 1);
+}
+
+#[test]
+fn restore_by_time_picks_the_newest_backup_before_it_and_unknown_names_are_refused() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    run(restore_cmd(&db, dir.path()).args(["--before", "2001-01-01T00:00:00Z", "--dry-run"]))
+        .failed(1)
+        .says("created at or before");
+    run(restore_cmd(&db, dir.path()).args(["--before", "2999-01-01T00:00:00Z", "--dry-run"]))
+        .ok()
+        .says("checksums OK");
+    run(restore_cmd(&db, dir.path()).args(["eternia-backup-20200101-000000.tar.gz", "--dry-run"]))
+        .failed(1)
+        .says("no backup named");
+    let empty = tempdir();
+    run(restore_cmd(&db, empty.path()).arg("latest"))
+        .failed(1)
+        .says("no backup at all");
+}
+
+#[test]
+fn pg_restore_failing_halfway_in_clean_mode_names_the_safety_backup() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let tools = tempdir();
+    let fake = fake_pg_dump(
+        tools.path(),
+        "head -c 100 >/dev/null; echo 'pg_restore: error: could not execute query: ERROR: out of shared memory' >&2; exit 1",
+    );
+    let r = run(restore_cmd(&db, dir.path())
+        .arg("latest")
+        .env("PG_RESTORE_BIN", &fake))
+    .failed(1);
+    r.says("out of shared memory");
+    r.says("eternia-backup restore eternia-backup-");
+}
+
+#[test]
+fn pg_restore_failing_in_swap_mode_leaves_the_live_database_untouched() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+    let tools = tempdir();
+    let fake = fake_pg_dump(
+        tools.path(),
+        "head -c 100 >/dev/null; echo 'pg_restore: error: boom' >&2; exit 1",
+    );
+    run(restore_cmd(&db, dir.path())
+        .args(["latest", "--mode", "swap", "--no-safety-backup"])
+        .env("PG_RESTORE_BIN", &fake))
+    .failed(1)
+    .says("was not touched");
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
+    let leftovers = psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '{}_restore_%'",
+            db.name
+        ),
+    );
+    assert_eq!(leftovers, "0", "the scratch database was dropped");
+}
+
+#[test]
+fn an_encrypted_backup_restores_only_with_its_identity() {
+    use secrecy::ExposeSecret;
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let keys = tempdir();
+    let id = age::x25519::Identity::generate();
+    let key_file = keys.path().join("id.txt");
+    std::fs::write(&key_file, id.to_string().expose_secret()).unwrap();
+    run(backup_cmd(&db, dir.path()).args(["--encrypt-to", &id.to_public().to_string()])).ok();
+    damage(&db);
+    run(restore_cmd(&db, dir.path()).args(["latest", "--no-safety-backup"]))
+        .failed(1)
+        .says("AGE_IDENTITY_FILE");
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
+    run(restore_cmd(&db, dir.path())
+        .args(["latest", "--no-safety-backup"])
+        .env("AGE_IDENTITY_FILE", &key_file))
+    .ok();
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+}
+
+#[test]
+fn a_drill_restores_into_a_scratch_database_compares_and_drops_it() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let checks = dir.path().join("checks.sql");
+    std::fs::write(
+        &checks,
+        "SELECT count(*) = 300 FROM customers; SELECT sum(amount) > 0 FROM billing.\"Invoices\"",
+    )
+    .unwrap();
+    let r = run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["drill", "latest", "--checks"])
+        .arg(&checks))
+    .ok();
+    r.says("drill PASS");
+    let leftovers = psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '{}_drill_%'",
+            db.name
+        ),
+    );
+    assert_eq!(leftovers, "0");
+
+    std::fs::write(&checks, "SELECT count(*) = 999 FROM customers").unwrap();
+    run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["drill", "latest", "--checks"])
+        .arg(&checks))
+    .failed(1)
+    .says("check returned false");
+}
