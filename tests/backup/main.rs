@@ -8,6 +8,7 @@ mod backup_cli;
 mod encryption;
 mod faults;
 mod kube_export;
+mod kube_restore;
 mod notifications;
 mod restore;
 mod retention_cli;
