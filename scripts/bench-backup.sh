@@ -49,19 +49,36 @@ measure() {
 }
 
 psql -q -d "$DB" -c "SELECT count(*) FROM documents" >/dev/null   # warm the cache
-read -r t_bare _ < <(measure sh -c "pg_dump -d $DB -Fc -Z0 > /dev/null")
-mkdir -p "$WORK/gz" "$WORK/zst" "$WORK/seed/configs"
-read -r t_gz rss_gz < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" "$BIN" --backup-dir "$WORK/gz" backup --no-kubernetes --no-prune --compression gzip)
-read -r t_zst rss_zst < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" "$BIN" --backup-dir "$WORK/zst" backup --no-kubernetes --no-prune --compression zstd)
-read -r t_seed _ < <(measure sh -c "cd $WORK/seed && pg_dump -d $DB | gzip > db.sql.gz && tar czf archive.tar.gz db.sql.gz configs")
-mkdir -p "$WORK/both" "$WORK/seed-s3/configs"
-read -r t_both rss_both < <(measure env DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" S3_ENDPOINT="$S3_TEST_ENDPOINT" \
-  S3_BUCKET="$S3_TEST_BUCKET" S3_FORCE_PATH_STYLE=true S3_PREFIX=bench "$BIN" --backup-dir "$WORK/both" backup --no-kubernetes --no-prune --compression zstd --store both)
-read -r t_seed_s3 _ < <(measure sh -c "cd $WORK/seed-s3 && pg_dump -d $DB | gzip > db.sql.gz && tar czf archive.tar.gz db.sql.gz configs && \
-  $CACHE/awscli/bin/aws --endpoint-url $S3_TEST_ENDPOINT s3 cp archive.tar.gz s3://$S3_TEST_BUCKET/seed/archive.tar.gz --only-show-errors")
+URL="postgres://postgres@127.0.0.1:5432/$DB"
+EB=(env DATABASE_URL="$URL" "$BIN")
+S3ENV=(S3_ENDPOINT="$S3_TEST_ENDPOINT" S3_BUCKET="$S3_TEST_BUCKET" S3_FORCE_PATH_STYLE=true S3_PREFIX=bench)
+declare -A CMD=(
+  [bare]="pg_dump -d $DB -Fc -Z0 > /dev/null"
+  [gz]="rm -rf $WORK/gz && mkdir $WORK/gz && ${EB[*]} --backup-dir $WORK/gz backup --no-kubernetes --no-prune --compression gzip"
+  [zst]="rm -rf $WORK/zst && mkdir $WORK/zst && ${EB[*]} --backup-dir $WORK/zst backup --no-kubernetes --no-prune --compression zstd"
+  [both]="rm -rf $WORK/both && mkdir $WORK/both && env ${S3ENV[*]} ${EB[*]} --backup-dir $WORK/both backup --no-kubernetes --no-prune --compression zstd --store both"
+  [seed]="rm -rf $WORK/seed && mkdir -p $WORK/seed/configs && cd $WORK/seed && pg_dump -d $DB | gzip > db.sql.gz && tar czf archive.tar.gz db.sql.gz configs"
+  [seeds3]="rm -rf $WORK/seeds3 && mkdir -p $WORK/seeds3/configs && cd $WORK/seeds3 && pg_dump -d $DB | gzip > db.sql.gz && tar czf archive.tar.gz db.sql.gz configs && $CACHE/awscli/bin/aws --endpoint-url $S3_TEST_ENDPOINT s3 cp archive.tar.gz s3://$S3_TEST_BUCKET/seed/archive.tar.gz --only-show-errors"
+)
+ORDER=(bare gz zst both seed seeds3)
+REPEAT=${REPEAT:-3}
+declare -A TIMES RSS
+# Rounds interleave the runs so that drift (page cache, CPU frequency) hits every variant alike.
+for round in $(seq 1 "$REPEAT"); do
+  for k in "${ORDER[@]}"; do
+    /usr/bin/time -f '%e %M' -o "$WORK/time" sh -c "${CMD[$k]}" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; exit 1; }
+    read -r t m < "$WORK/time"
+    TIMES[$k]="${TIMES[$k]:-} $t"
+    RSS[$k]=$(( ${RSS[$k]:-0} > m ? ${RSS[$k]:-0} : m ))
+  done
+  echo "round $round done" >&2
+done
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+for k in "${ORDER[@]}"; do declare "t_$k=$(median "${TIMES[$k]}")"; done
 size_gz=$(stat -c %s "$WORK"/gz/*.tar.gz)
 size_zst=$(stat -c %s "$WORK"/zst/*.tar.zst)
 size_seed=$(stat -c %s "$WORK"/seed/archive.tar.gz)
+rss() { echo $(( RSS[$1] / 1024 )); }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 cat <<TABLE
@@ -70,11 +87,11 @@ database $DB: $SIZE (factor $FACTOR), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ
 | run | wall s | × bare pg_dump | peak RSS MiB | archive MiB |
 |---|---|---|---|---|
 | bare pg_dump -Fc -Z0 > /dev/null | $t_bare | 1.00 | | |
-| eternia-backup gzip (level 1) | $t_gz | $(ratio "$t_gz" "$t_bare") | $((rss_gz / 1024)) | $((size_gz / 1048576)) |
-| eternia-backup zstd (level 3) | $t_zst | $(ratio "$t_zst" "$t_bare") | $((rss_zst / 1024)) | $((size_zst / 1048576)) |
+| eternia-backup gzip (level 1) | $t_gz | $(ratio "$t_gz" "$t_bare") | $(rss gz) | $((size_gz / 1048576)) |
+| eternia-backup zstd (level 1) | $t_zst | $(ratio "$t_zst" "$t_bare") | $(rss zst) | $((size_zst / 1048576)) |
 | seed pipeline (pg_dump \| gzip; tar czf) | $t_seed | $(ratio "$t_seed" "$t_bare") | | $((size_seed / 1048576)) |
-| eternia-backup zstd --store both (volume + Garage S3) | $t_both | $(ratio "$t_both" "$t_bare") | $((rss_both / 1024)) | |
-| seed pipeline + aws s3 cp to Garage | $t_seed_s3 | $(ratio "$t_seed_s3" "$t_bare") | | |
+| eternia-backup zstd --store both (volume + Garage S3) | $t_both | $(ratio "$t_both" "$t_bare") | $(rss both) | |
+| seed pipeline + aws s3 cp to Garage | $t_seeds3 | $(ratio "$t_seeds3" "$t_bare") | | |
 
-both vs seed pipeline + upload: $(ratio "$t_seed_s3" "$t_both")x faster
+median of $REPEAT interleaved rounds; both vs seed pipeline + upload: $(ratio "$t_seeds3" "$t_both")x faster
 TABLE

@@ -23,6 +23,7 @@ use crate::store::select::Stores;
 use crate::telemetry;
 
 pub fn run(cli: Cli) -> i32 {
+    crate::memory::bound_allocator();
     telemetry::init(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -238,7 +239,7 @@ async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
             .cloned()
             .collect(),
         include_gitops: args.include_gitops_managed,
-        rollout_timeout: Duration::from_secs(args.rollout_timeout),
+        rollout_timeout: args.rollout_timeout,
     });
     let plan = RestorePlan {
         stores: Stores::open(&global.backup_dir, &global.prefix, &args.backup.stores).await?,

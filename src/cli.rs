@@ -96,9 +96,9 @@ pub struct RestoreArgs {
     /// Also overwrite objects managed by Argo CD (its self-heal would revert them).
     #[arg(long)]
     pub include_gitops_managed: bool,
-    /// Seconds to wait for each Deployment's rollout.
-    #[arg(long, env = "RESTORE_ROLLOUT_TIMEOUT_SECONDS", default_value_t = 600)]
-    pub rollout_timeout: u64,
+    /// How long to wait for each Deployment's rollout (e.g. 10m, 600s).
+    #[arg(long, env = "RESTORE_ROLLOUT_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub rollout_timeout: std::time::Duration,
     /// age identity file for encrypted archives.
     #[arg(long, env = "AGE_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
@@ -220,17 +220,17 @@ pub struct BackupArgs {
     pub include_system_objects: bool,
     #[arg(long, env = "BACKUP_COMPRESSION", value_enum, default_value = "gzip")]
     pub compression: Compression,
-    /// Compression level (gzip 0-9, default 1; zstd 1-19, default 3).
+    /// Compression level (gzip 0-9, default 1; zstd 1-19, default 1).
     #[arg(long, env = "BACKUP_COMPRESSION_LEVEL")]
     pub compression_level: Option<i32>,
     /// zstd worker threads (0 = on the writer thread).
-    #[arg(long, env = "BACKUP_COMPRESSION_THREADS", default_value_t = 2)]
+    #[arg(long, env = "BACKUP_COMPRESSION_THREADS", default_value_t = 1)]
     pub compression_threads: u32,
     /// Encrypt the archive to this age recipient (repeatable; comma-separated in the environment).
     #[arg(long = "encrypt-to", env = "BACKUP_ENCRYPT_TO", value_delimiter = ',')]
     pub encrypt_to: Vec<String>,
-    /// Size of the dump chunks stored in the archive (e.g. 8MiB).
-    #[arg(long, env = "BACKUP_CHUNK_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    /// Size of the dump chunks stored in the archive (e.g. 4MiB).
+    #[arg(long, env = "BACKUP_CHUNK_SIZE", default_value = "4MiB", value_parser = parse_size)]
     pub chunk_size: u64,
     /// pg_dump to run (its major version must be >= the server's).
     #[arg(long, env = "PG_DUMP_BIN", default_value = "pg_dump")]
@@ -322,9 +322,37 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
+/// `90`, `90s`, `15m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; expected e.g. 10m or 600s"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?} has an unknown unit; use s, m or h")),
+    };
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_duration, parse_size};
+
+    #[test]
+    fn durations_accept_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("600").unwrap().as_secs(), 600);
+        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
+        assert!(parse_duration("10 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 
     #[test]
     fn sizes_accept_binary_and_decimal_units() {

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod error;
 pub mod kube;
 pub mod lock;
+pub mod memory;
 pub mod notify;
 pub mod postgres;
 pub mod retention;

@@ -24,7 +24,7 @@ impl Compression {
     pub fn default_level(self) -> i32 {
         match self {
             Compression::Gzip => 1,
-            Compression::Zstd => 3,
+            Compression::Zstd => 1,
         }
     }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use jiff::Timestamp;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, instrument, warn};
 
 use super::{ArchiveSink, BackupStore, StoredBackup};
@@ -358,16 +358,18 @@ impl BackupStore for S3Store {
     fn create(&self, name: &ArchiveName) -> Result<Box<dyn ArchiveSink>> {
         let key = self.key(&name.file_name());
         let sidecar_key = self.key(&name.sidecar_name());
-        let (tx, rx) = mpsc::channel::<(i32, Vec<u8>)>(1);
+        let in_flight = self.inner.s.max_in_flight.max(1);
+        let (tx, rx) = mpsc::channel::<Part>(in_flight);
         let upload_id = Arc::new(Mutex::new(None::<String>));
         let store = self.clone();
         let uploader = tokio::spawn(upload_parts(store, key.clone(), rx, upload_id.clone()));
         Ok(Box::new(S3Sink {
             store: self.clone(),
             rt: Handle::current(),
-            buf: Vec::with_capacity(self.inner.s.part_size),
+            buf: Vec::new(),
             next_part: 1,
             tx: Some(tx),
+            permits: Arc::new(Semaphore::new(in_flight)),
             uploader: Some(uploader),
             upload_id,
             key,
@@ -448,12 +450,15 @@ impl BackupStore for S3Store {
     }
 }
 
+/// A part on its way: number, bytes, and the permit that bounds how many parts exist in memory.
+type Part = (i32, Vec<u8>, OwnedSemaphorePermit);
+
 /// The background half of a multipart upload: creates it, uploads parts with at most
 /// `max_in_flight` concurrent requests, and returns the completed parts in order.
 async fn upload_parts(
     store: S3Store,
     key: String,
-    rx: mpsc::Receiver<(i32, Vec<u8>)>,
+    rx: mpsc::Receiver<Part>,
     upload_id: Arc<Mutex<Option<String>>>,
 ) -> Result<Vec<CompletedPart>> {
     let s = &store.inner.s;
@@ -486,10 +491,11 @@ async fn upload_parts(
     debug!(key, "multipart upload started");
 
     let parts = tokio_stream_from(rx)
-        .map(|(n, data)| {
+        .map(|(n, data, permit)| {
             let (store, key, id, algorithm) =
                 (store.clone(), key.clone(), id.clone(), algorithm.clone());
             async move {
+                let _permit = permit; // released when this part is uploaded (or failed)
                 let len = data.len();
                 let out = store
                     .inner
@@ -535,7 +541,9 @@ struct S3Sink {
     rt: Handle,
     buf: Vec<u8>,
     next_part: i32,
-    tx: Option<mpsc::Sender<(i32, Vec<u8>)>>,
+    tx: Option<mpsc::Sender<Part>>,
+    /// `max_in_flight` permits: a part is only filled while fewer than that many are being uploaded.
+    permits: Arc<Semaphore>,
     uploader: Option<tokio::task::JoinHandle<Result<Vec<CompletedPart>>>>,
     upload_id: Arc<Mutex<Option<String>>>,
     key: String,
@@ -551,17 +559,21 @@ impl S3Sink {
                 "the archive needs more than 10,000 parts: raise S3_PART_SIZE",
             ));
         }
-        let part = std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(self.store.inner.s.part_size),
-        );
+        let permit = self
+            .rt
+            .block_on(self.permits.clone().acquire_owned())
+            .map_err(|_| io::Error::other("upload already finished"))?;
+        let part = std::mem::take(&mut self.buf);
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
-        tx.blocking_send((self.next_part, part)).map_err(|_| {
-            io::Error::other("the S3 upload failed; the error follows when the upload is completed")
-        })?;
+        tx.blocking_send((self.next_part, part, permit))
+            .map_err(|_| {
+                io::Error::other(
+                    "the S3 upload failed; the error follows when the upload is completed",
+                )
+            })?;
         self.next_part += 1;
         Ok(())
     }
@@ -630,6 +642,9 @@ impl S3Sink {
 
 impl Write for S3Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.store.inner.s.part_size);
+        }
         let room = self.store.inner.s.part_size - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
