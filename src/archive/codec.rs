@@ -217,6 +217,20 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// [`decoder`] with the identities read from `identity_file` when the archive is encrypted.
+pub fn decoder_with_identity_file<'a, R: Read + 'a>(
+    input: R,
+    compression: Compression,
+    encrypted: bool,
+    identity_file: Option<&std::path::Path>,
+) -> Result<Box<dyn Read + 'a>> {
+    let identities = match identity_file {
+        Some(path) if encrypted => load_identities(path)?,
+        _ => Vec::new(),
+    };
+    decoder(input, compression, encrypted, &identities)
+}
+
 /// decryption ∘ decompression over a storage reader: what the tar reader reads from.
 pub fn decoder<'a, R: Read + 'a>(
     input: R,

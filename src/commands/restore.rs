@@ -2,14 +2,13 @@
 //! before this passes) → safety backup of the current state → restore the database (clean or swap) →
 //! row counts equal the manifest's → apply ConfigMaps/Secrets → rollout restart → wait → summary.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tracing::{info, instrument, warn};
 
-use crate::archive::codec::{decoder, load_identities};
+use crate::archive::codec::decoder_with_identity_file;
 use crate::archive::manifest::Manifest;
 use crate::commands::backup::{self, BackupPlan};
 use crate::commands::verify;
@@ -110,14 +109,14 @@ async fn verified(
     store: &dyn BackupStore,
     name: &str,
     identity: &Option<PathBuf>,
-) -> Result<Manifest> {
+) -> Result<(Manifest, Vec<Vec<u8>>)> {
     let report = verify::verify(store, name, identity.clone()).await?;
     if !report.contents_checked {
         return Err(Error::Encryption(format!(
             "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
         )));
     }
-    Ok(store.sidecar(name).await?.manifest)
+    Ok((store.sidecar(name).await?.manifest, report.objects))
 }
 
 /// Reads the archive once more (checking every checksum again), feeding the dump to pg_restore.
@@ -132,11 +131,12 @@ async fn restore_pass(
     let input = store.open(name).await?;
     let (manifest, target, name) = (manifest.clone(), target.clone(), name.to_owned());
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let identities = match &identity {
-            Some(p) if manifest.encrypted => load_identities(p)?,
-            _ => Vec::new(),
-        };
-        let decoded = decoder(input, manifest.compression, manifest.encrypted, &identities)?;
+        let decoded = decoder_with_identity_file(
+            input,
+            manifest.compression,
+            manifest.encrypted,
+            identity.as_deref(),
+        )?;
         pg::pg_restore_from(&name, decoded, &manifest, &target, &opts).map(|_| ())
     })
     .await
@@ -148,8 +148,7 @@ pub async fn run(plan: RestorePlan) -> Result<RestoreSummary> {
     let started = Instant::now();
     let (store, name) = locate(&plan.stores, &plan.which).await?;
     info!(archive = %name, location = %store.location(), "restoring");
-    let manifest = verified(store, &name, &plan.identity_file).await?;
-    let objects = read_objects(store, &name, &manifest, plan.identity_file.clone()).await?;
+    let (manifest, objects) = verified(store, &name, &plan.identity_file).await?;
     let mut summary = RestoreSummary {
         archive: name.clone(),
         location: store.location(),
@@ -337,39 +336,6 @@ async fn check_rows(target: &PgTarget, manifest: &Manifest) -> Result<()> {
     })
 }
 
-/// The archived ConfigMaps/Secrets (small: bounded by etcd's object size), read after verification.
-async fn read_objects(
-    store: &dyn BackupStore,
-    name: &str,
-    manifest: &Manifest,
-    identity: Option<PathBuf>,
-) -> Result<Vec<Vec<u8>>> {
-    if manifest.kubernetes.is_none() {
-        return Ok(Vec::new());
-    }
-    let input = store.open(name).await?;
-    let (manifest, name) = (manifest.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
-        let identities = match &identity {
-            Some(p) if manifest.encrypted => load_identities(p)?,
-            _ => Vec::new(),
-        };
-        let decoded = decoder(input, manifest.compression, manifest.encrypted, &identities)?;
-        let mut objects = Vec::new();
-        crate::archive::reader::walk(&name, decoded, &manifest, |path, r| {
-            if path.starts_with("kubernetes/") {
-                let mut v = Vec::new();
-                r.take(4 << 20).read_to_end(&mut v)?;
-                objects.push(v);
-            }
-            Ok(())
-        })?;
-        Ok(objects)
-    })
-    .await
-    .expect("read objects task")
-}
-
 #[derive(Debug, Clone)]
 pub struct DrillReport {
     pub archive: String,
@@ -394,7 +360,7 @@ pub async fn drill(
 ) -> Result<DrillReport> {
     let t0 = Instant::now();
     let (store, name) = locate(stores, which).await?;
-    let manifest = verified(store, &name, &identity).await?;
+    let (manifest, _) = verified(store, &name, &identity).await?;
     let verify_time = t0.elapsed();
     let scratch = pg::derived_name(
         &target.dbname,

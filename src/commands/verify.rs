@@ -1,13 +1,13 @@
 //! `eternia-backup verify NAME|latest`: the whole-file SHA-256 against the sidecar, then every entry
 //! against the manifest (decrypting when an identity is given). Changes nothing.
 
-use std::io;
+use std::io::{self, Read};
 
 use tracing::{info, instrument};
 
 use std::path::PathBuf;
 
-use crate::archive::codec::{HashingReader, decoder, load_identities};
+use crate::archive::codec::{HashingReader, decoder_with_identity_file};
 use crate::archive::manifest::FORMAT_VERSION;
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
@@ -20,7 +20,11 @@ pub struct VerifyReport {
     pub entries: usize,
     /// False for an encrypted archive checked without an identity (whole-file checksum only).
     pub contents_checked: bool,
+    /// The archived Kubernetes objects (YAML), read during the check.
+    pub objects: Vec<Vec<u8>>,
 }
+
+const MAX_OBJECT_BYTES: u64 = 4 << 20;
 
 /// Finds a complete backup, naming an archive that exists without its sidecar as incomplete.
 pub async fn find(store: &dyn BackupStore, which: &str) -> Result<StoredBackup> {
@@ -125,19 +129,27 @@ pub async fn verify(
             size: backup.size,
             entries: 0,
             contents_checked: false,
+            objects: Vec::new(),
         });
     }
     let input = store.open(&name).await?;
     let (compression, encrypted, size) =
         (backup.compression, backup.encrypted, sidecar.archive.size);
     let manifest = manifest.clone();
-    let summary = tokio::task::spawn_blocking(move || -> Result<_> {
-        let identities = match &identity_file {
-            Some(path) if encrypted => load_identities(path)?,
-            _ => Vec::new(),
-        };
-        let decoded = decoder(input, compression, encrypted, &identities)?;
-        walk(&manifest.name, decoded, &manifest, |_, _| Ok(()))
+    let (summary, objects) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let decoded =
+            decoder_with_identity_file(input, compression, encrypted, identity_file.as_deref())?;
+        // The ConfigMaps/Secrets are small (etcd caps objects at ~1.5 MiB): keep them for the restore.
+        let mut objects = Vec::new();
+        let summary = walk(&manifest.name, decoded, &manifest, |path, r| {
+            if path.starts_with("kubernetes/") {
+                let mut v = Vec::new();
+                r.take(MAX_OBJECT_BYTES).read_to_end(&mut v)?;
+                objects.push(v);
+            }
+            Ok(())
+        })?;
+        Ok((summary, objects))
     })
     .await
     .expect("verify task")?;
@@ -147,5 +159,6 @@ pub async fn verify(
         size,
         entries: summary.entries,
         contents_checked: true,
+        objects,
     })
 }

@@ -450,6 +450,15 @@ impl BackupStore for S3Store {
     }
 }
 
+/// `x-amz-server-side-encryption` and the KMS key id, for every object written.
+fn sse_headers(sse: &Option<Sse>) -> (Option<ServerSideEncryption>, Option<String>) {
+    match sse {
+        None => (None, None),
+        Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None),
+        Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
+    }
+}
+
 /// A part on its way: number, bytes, and the permit that bounds how many parts exist in memory.
 type Part = (i32, Vec<u8>, OwnedSemaphorePermit);
 
@@ -467,11 +476,7 @@ async fn upload_parts(
         ChecksumMode::Crc32 => Some(ChecksumAlgorithm::Crc32),
         ChecksumMode::Sha256 => Some(ChecksumAlgorithm::Sha256),
     };
-    let (sse, kms_key) = match &s.sse {
-        None => (None, None),
-        Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None),
-        Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
-    };
+    let (sse, kms_key) = sse_headers(&s.sse);
     let created = store
         .inner
         .client
@@ -616,11 +621,7 @@ impl S3Sink {
         })?;
         self.committed = true;
         let json = serde_json::to_vec_pretty(sidecar).expect("sidecar serializes");
-        let (sse, kms_key) = match &s.sse {
-            None => (None, None),
-            Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None),
-            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
-        };
+        let (sse, kms_key) = sse_headers(&s.sse);
         self.rt.block_on(async {
             client
                 .put_object()
