@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::archive::codec::{EncodeOptions, parse_recipients};
 use crate::cli::{BackupArgs, Cli, Command, GlobalArgs, OutputFormat, RestoreArgs, RetentionArgs};
@@ -13,6 +13,7 @@ use crate::commands::restore::{self, KubeRestore, RestorePlan, Which};
 use crate::commands::{backup, list, prune, verify};
 use crate::error::{Error, Result};
 use crate::kube::export::ExportFilter;
+use crate::kube::lease::LeaseConfig;
 use crate::kube::selector::Selector;
 use crate::lock::DirLock;
 use crate::notify::Notifier;
@@ -37,6 +38,10 @@ pub fn run(cli: Cli) -> i32 {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => 0,
+        Err(e @ Error::SkippedForRestore { .. }) => {
+            warn!("{e}");
+            e.exit_code()
+        }
         Err(e) => {
             error!("{e}");
             e.exit_code()
@@ -183,7 +188,7 @@ async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
             n.send(&format!(":white_check_mark: {}", s.one_line()))
                 .await
         }
-        (Err(Error::AlreadyRunning { .. }), _) => {}
+        (Err(Error::AlreadyRunning { .. } | Error::SkippedForRestore { .. }), _) => {}
         (Err(e @ Error::Offsite { .. }), Some(n)) => {
             n.send(&format!(":warning: eternia-backup: {e}")).await
         }
@@ -221,6 +226,8 @@ async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
         let mut p = backup_plan(global, &args.backup).await?;
         p.target = target.clone();
         p.retention = None;
+        // The restore holds the lease itself; its own safety backup must not wait for it.
+        p.lease = None;
         Some(p)
     };
     for spec in &args.restart {
@@ -250,6 +257,7 @@ async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
         safety,
         identity_file: args.identity_file.clone(),
         pg_restore: args.pg_restore.clone(),
+        lease: (!args.backup.no_kubernetes && !args.dry_run).then(|| lease_config(&args.backup)),
         kubernetes,
     };
     let s = restore::run(plan).await?;
@@ -280,6 +288,19 @@ async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn lease_config(args: &BackupArgs) -> LeaseConfig {
+    let holder = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("eternia-backup-{}", std::process::id()));
+    LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        holder,
+        duration: Duration::from_secs(60),
+    }
 }
 
 fn pg_target(args: &crate::cli::DatabaseArgs) -> Result<PgTarget> {
@@ -356,6 +377,7 @@ pub async fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<Backu
             chunk_size,
         },
         retention: (!args.no_prune).then(|| policy(&args.retention)),
+        lease: Some(lease_config(args)),
         progress_interval: Duration::from_secs(args.progress_interval.max(1)),
     })
 }

@@ -245,6 +245,12 @@ pub struct BackupArgs {
     pub notify_slack_webhook_url: Option<String>,
     #[arg(long, env = "NOTIFY_ON_SUCCESS")]
     pub notify_on_success: bool,
+    /// The Lease that serializes restores (a backup skips while a restore holds it).
+    #[arg(long, env = "LEASE_NAME", default_value = "eternia-backup-restore")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the release namespace).
+    #[arg(long, env = "LEASE_NAMESPACE", default_value = "backup")]
+    pub lease_namespace: String,
     /// Seconds between progress log lines.
     #[arg(
         long,

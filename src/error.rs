@@ -83,6 +83,17 @@ pub enum Error {
     )]
     Offsite { backup: String, problem: String },
 
+    #[error(
+        "a restore is in progress: lease {lease} is held by {holder}; wait for it to finish (kubectl get lease -n <namespace>)"
+    )]
+    LeaseHeld { lease: String, holder: String },
+
+    /// A scheduled backup found a restore running: not a failure (exit 0), so the CronJob does not alert.
+    #[error(
+        "backup skipped: a restore is in progress (lease {lease} held by {holder}); the next scheduled backup runs as usual"
+    )]
+    SkippedForRestore { lease: String, holder: String },
+
     #[error("restore failed at {step}: {problem}; check: {hint}")]
     Restore {
         step: String,
@@ -99,6 +110,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => 2,
+            Error::SkippedForRestore { .. } => 0,
             _ => 1,
         }
     }

@@ -19,6 +19,7 @@ use crate::commands::list::human_size;
 use crate::commands::prune::{PruneReport, STALE_PARTIAL_AGE, prune};
 use crate::error::{Error, Result};
 use crate::kube::export::{Export, ExportFilter};
+use crate::kube::lease::LeaseConfig;
 use crate::lock::DirLock;
 use crate::postgres::PgTarget;
 use crate::postgres::dump::{DumpOptions, dump_into};
@@ -39,6 +40,8 @@ pub struct BackupPlan {
     pub dump: DumpOptions,
     pub retention: Option<Policy>,
     pub progress_interval: Duration,
+    /// Checked before starting: a backup does not run while a restore holds it.
+    pub lease: Option<LeaseConfig>,
 }
 
 pub struct KubernetesSource {
@@ -107,17 +110,28 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
     let file_name = name.file_name();
     info!(archive = %file_name, "backup starting");
 
+    let client = match &plan.kubernetes {
+        None => None,
+        Some(k) => Some(match &k.client {
+            Some(c) => c.clone(),
+            None => crate::kube::client().await?,
+        }),
+    };
+    if let (Some(client), Some(cfg)) = (&client, &plan.lease) {
+        if let Some(holder) = crate::kube::lease::holder(client.clone(), cfg).await? {
+            return Err(Error::SkippedForRestore {
+                lease: format!("{}/{}", cfg.namespace, cfg.name),
+                holder,
+            });
+        }
+    }
     // Preflight: reach the database (and take the snapshot) before creating anything on the volume.
     let mut snapshot = Snapshot::open(&plan.target).await?;
-    let export = match &plan.kubernetes {
-        None => None,
-        Some(k) => {
-            let client = match &k.client {
-                Some(c) => c.clone(),
-                None => crate::kube::client().await?,
-            };
+    let export = match (&plan.kubernetes, client) {
+        (Some(k), Some(client)) => {
             Some(crate::kube::export::export_namespace(client, &k.namespace, &k.filter).await?)
         }
+        _ => None,
     };
 
     let (sink, tee_failure): (Box<dyn ArchiveSink>, _) = match (&plan.stores.local, s3) {
@@ -263,12 +277,12 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
             );
         }
         if let (Some(s3), true) = (s3, s3_ok) {
-            if let Some(local) = &plan.stores.local {
-                if let Err(e) = reconcile(local, s3, policy).await {
-                    offsite_failure = Some(format!(
-                        "re-uploading earlier backups missing from the bucket: {e}"
-                    ));
-                }
+            if let Some(local) = &plan.stores.local
+                && let Err(e) = reconcile(local, s3, policy).await
+            {
+                offsite_failure = Some(format!(
+                    "re-uploading earlier backups missing from the bucket: {e}"
+                ));
             }
             summary.retention.push(
                 prune(s3, policy, Timestamp::now(), STALE_PARTIAL_AGE, false)

@@ -14,6 +14,7 @@ use crate::commands::backup::{self, BackupPlan};
 use crate::commands::verify;
 use crate::error::{Error, Result};
 use crate::kube::apply::{self, Applied};
+use crate::kube::lease::LeaseConfig;
 use crate::postgres::PgTarget;
 use crate::postgres::restore::{self as pg, RestoreOptions};
 use crate::store::BackupStore;
@@ -52,6 +53,8 @@ pub struct RestorePlan {
     pub identity_file: Option<PathBuf>,
     pub pg_restore: PathBuf,
     pub kubernetes: Option<KubeRestore>,
+    /// Held for the whole restore (only with Kubernetes and not for a dry run).
+    pub lease: Option<LeaseConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -144,7 +147,26 @@ async fn restore_pass(
 }
 
 #[instrument(skip_all, fields(database = %plan.target, mode = ?plan.mode, dry_run = plan.dry_run))]
-pub async fn run(plan: RestorePlan) -> Result<RestoreSummary> {
+pub async fn run(mut plan: RestorePlan) -> Result<RestoreSummary> {
+    let guard = match (plan.lease.take(), &mut plan.kubernetes) {
+        (Some(cfg), Some(k)) => {
+            let client = match &k.client {
+                Some(c) => c.clone(),
+                None => crate::kube::client().await?,
+            };
+            k.client = Some(client.clone());
+            Some(crate::kube::lease::acquire(client, &cfg).await?)
+        }
+        _ => None,
+    };
+    let result = restore_locked(plan).await;
+    if let Some(g) = guard {
+        g.release().await;
+    }
+    result
+}
+
+async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     let started = Instant::now();
     let (store, name) = locate(&plan.stores, &plan.which).await?;
     info!(archive = %name, location = %store.location(), "restoring");

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod export;
+pub mod lease;
 pub mod selector;
 
 use crate::error::{Error, Result};

@@ -49,10 +49,10 @@ impl TeeSink {
 impl Write for TeeSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.primary.write_all(buf)?;
-        if let Some(s) = self.secondary.as_mut() {
-            if let Err(e) = s.write_all(buf) {
-                self.fail_secondary(e.to_string());
-            }
+        if let Some(s) = self.secondary.as_mut()
+            && let Err(e) = s.write_all(buf)
+        {
+            self.fail_secondary(e.to_string());
         }
         Ok(buf.len())
     }
@@ -66,10 +66,10 @@ impl ArchiveSink for TeeSink {
     fn commit(mut self: Box<Self>, sidecar: &Sidecar) -> Result<()> {
         let primary = std::mem::replace(&mut self.primary, Box::new(NullSink));
         primary.commit(sidecar)?;
-        if let Some(s) = self.secondary.take() {
-            if let Err(e) = s.commit(sidecar) {
-                self.fail_secondary(e.to_string());
-            }
+        if let Some(s) = self.secondary.take()
+            && let Err(e) = s.commit(sidecar)
+        {
+            self.fail_secondary(e.to_string());
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod encryption;
 mod faults;
 mod kube_export;
 mod kube_restore;
+mod lease;
 mod notifications;
 mod restore;
 mod retention_cli;

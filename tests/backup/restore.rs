@@ -230,3 +230,24 @@ fn a_drill_restores_into_a_scratch_database_compares_and_drops_it() {
     .failed(1)
     .says("check returned false");
 }
+
+#[test]
+fn a_restore_while_a_backup_runs_stops_before_touching_anything() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+    let tools = tempdir();
+    let slow = fake_pg_dump(tools.path(), "head -c 1000 /dev/urandom; sleep 4");
+    let mut running = backup_cmd(&db, dir.path())
+        .env("PG_DUMP_BIN", &slow)
+        .spawn()
+        .unwrap();
+    crate::backup_cli::wait_for(|| files(dir.path()).iter().any(|f| f.ends_with(".partial")));
+
+    let r = run(restore_cmd(&db, dir.path()).arg("latest")).failed(1);
+    r.says("backup already in progress");
+    r.says("nothing was changed");
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
+    assert!(running.wait().unwrap().success());
+}

@@ -1,0 +1,158 @@
+//! One restore at a time: a `coordination.k8s.io` Lease held (and renewed) for the whole restore. A
+//! backup that finds it held skips; a second restore fails fast naming the holder. Uses only get, create
+//! and update (the chart's Role), with the resourceVersion guarding against two takers at once.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tracing::{info, instrument, warn};
+
+use super::export::kube_error;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    pub holder: String,
+    pub duration: Duration,
+}
+
+/// Who holds the lease now, if anyone (an expired lease is free).
+pub fn current_holder(lease: &Lease, now: Timestamp) -> Option<String> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
+    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(60));
+    (renewed.as_second() + secs > now.as_second()).then_some(holder)
+}
+
+fn spec(cfg: &LeaseConfig, acquired: Timestamp) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(cfg.holder.clone()),
+        lease_duration_seconds: Some(cfg.duration.as_secs().clamp(1, i32::MAX as u64) as i32),
+        acquire_time: Some(MicroTime(acquired)),
+        renew_time: Some(MicroTime(Timestamp::now())),
+        ..LeaseSpec::default()
+    }
+}
+
+/// The holder of the restore lease, for `backup` to decide whether to skip.
+#[instrument(skip(client))]
+pub async fn holder(client: Client, cfg: &LeaseConfig) -> Result<Option<String>> {
+    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let lease = api
+        .get_opt(&cfg.name)
+        .await
+        .map_err(|e| kube_error(&format!("get lease {}", cfg.name), e))?;
+    Ok(lease
+        .and_then(|l| current_holder(&l, Timestamp::now()))
+        .filter(|h| *h != cfg.holder))
+}
+
+pub struct LeaseGuard {
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+/// Takes the lease or fails naming its holder.
+#[instrument(skip(client))]
+pub async fn acquire(client: Client, cfg: &LeaseConfig) -> Result<LeaseGuard> {
+    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let held = |holder: String| Error::LeaseHeld {
+        lease: format!("{}/{}", cfg.namespace, cfg.name),
+        holder,
+    };
+    let now = Timestamp::now();
+    match api
+        .get_opt(&cfg.name)
+        .await
+        .map_err(|e| kube_error(&format!("get lease {}", cfg.name), e))?
+    {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(cfg.name.clone()),
+                    namespace: Some(cfg.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec(cfg, now)),
+            };
+            match api.create(&PostParams::default(), &lease).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    return Err(held("another restore (it was created a moment ago)".into()));
+                }
+                Err(e) => return Err(kube_error(&format!("create lease {}", cfg.name), e)),
+            }
+        }
+        Some(existing) => {
+            if let Some(holder) = current_holder(&existing, now).filter(|h| *h != cfg.holder) {
+                return Err(held(holder));
+            }
+            let mut taken = existing;
+            taken.spec = Some(spec(cfg, now));
+            match api.replace(&cfg.name, &PostParams::default(), &taken).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    return Err(held(
+                        "another restore (it took the lease a moment ago)".into(),
+                    ));
+                }
+                Err(e) => return Err(kube_error(&format!("update lease {}", cfg.name), e)),
+            }
+        }
+    }
+    info!(lease = %cfg.name, holder = %cfg.holder, "restore lease acquired");
+    let renew = tokio::spawn(renew_loop(api.clone(), cfg.clone(), now));
+    Ok(LeaseGuard {
+        api,
+        cfg: cfg.clone(),
+        renew,
+    })
+}
+
+async fn renew_loop(api: Api<Lease>, cfg: LeaseConfig, acquired: Timestamp) {
+    let every = (cfg.duration / 3).max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let result = async {
+            let mut l = api.get(&cfg.name).await?;
+            l.spec = Some(spec(&cfg, acquired));
+            api.replace(&cfg.name, &PostParams::default(), &l).await
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(lease = %cfg.name, error = %e, "could not renew the restore lease");
+        }
+    }
+}
+
+impl LeaseGuard {
+    /// Gives the lease up (holder cleared) so the next backup or restore can start at once.
+    pub async fn release(self) {
+        self.renew.abort();
+        let result = async {
+            let mut l = self.api.get(&self.cfg.name).await?;
+            if let Some(s) = l.spec.as_mut() {
+                s.holder_identity = None;
+                s.renew_time = None;
+            }
+            self.api
+                .replace(&self.cfg.name, &PostParams::default(), &l)
+                .await
+        }
+        .await;
+        match result {
+            Ok(_) => info!(lease = %self.cfg.name, "restore lease released"),
+            Err(e) => {
+                warn!(lease = %self.cfg.name, error = %e, "could not release the restore lease; it expires by itself")
+            }
+        }
+    }
+}
