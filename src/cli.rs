@@ -104,6 +104,10 @@ pub struct RestoreArgs {
     pub identity_file: Option<PathBuf>,
     #[arg(long, env = "PG_RESTORE_BIN", default_value = "pg_restore")]
     pub pg_restore: PathBuf,
+    /// Parallel pg_restore jobs. Above 1 the dump is first written to the backup volume (it needs the
+    /// dump's size free there); 1 streams it straight from the archive.
+    #[arg(long, env = "RESTORE_JOBS", default_value_t = 1)]
+    pub jobs: u32,
 }
 
 #[derive(Args, Clone)]

@@ -53,6 +53,8 @@ pub struct RestorePlan {
     pub identity_file: Option<PathBuf>,
     pub pg_restore: PathBuf,
     pub kubernetes: Option<KubeRestore>,
+    /// `pg_restore -j`; above 1 the dump is first written to the backup volume (needs its size free).
+    pub jobs: u32,
     /// Held for the whole restore (only with Kubernetes and not for a dry run).
     pub lease: Option<LeaseConfig>,
 }
@@ -222,9 +224,12 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
         .unwrap_or_else(|| "no safety backup was taken (--no-safety-backup)".into());
 
     let db = plan.target.dbname.clone();
+    let scratch_dir = plan.stores.local.as_ref().map(|l| l.dir().to_owned());
     let opts = |clean| RestoreOptions {
         pg_restore: plan.pg_restore.clone(),
         clean,
+        jobs: plan.jobs,
+        scratch_dir: scratch_dir.clone(),
     };
     match plan.mode {
         Mode::Clean => {
@@ -401,6 +406,8 @@ pub async fn drill(
             RestoreOptions {
                 pg_restore,
                 clean: false,
+                jobs: 1,
+                scratch_dir: None,
             },
             identity,
         )

@@ -1,7 +1,8 @@
 //! Streams the dump chunks of a verified archive into `pg_restore`, and the database operations around
 //! it: terminating sessions, scratch databases, renames, row-count checks against the manifest.
 
-use std::io::{self, Read};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -18,13 +19,18 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub pg_restore: PathBuf,
-    /// `--clean --if-exists`: drop each object before recreating it (restore over a live database).
+    /// `--clean --if-exists`: drop each object before recreating it.
     pub clean: bool,
+    /// `pg_restore -j`: needs the dump as a file, written to `scratch_dir` first (then removed).
+    pub jobs: u32,
+    pub scratch_dir: Option<PathBuf>,
 }
 
-/// Walks the decoded archive (checking every checksum again) and pipes the dump chunks, in order, into
-/// `pg_restore` connected to `target`.
-#[instrument(skip_all, fields(database = %target, clean = opts.clean))]
+const STDERR_TAIL: usize = 16 << 10;
+
+/// Walks the decoded archive (checking every checksum again) and restores its dump into `target`:
+/// streamed into one `pg_restore`, or with `jobs > 1` written to a scratch file for `pg_restore -j`.
+#[instrument(skip_all, fields(database = %target, clean = opts.clean, jobs = opts.jobs))]
 pub fn pg_restore_from<R: Read>(
     archive_name: &str,
     decoded: R,
@@ -32,6 +38,16 @@ pub fn pg_restore_from<R: Read>(
     target: &PgTarget,
     opts: &RestoreOptions,
 ) -> Result<u64> {
+    let feed = |out: &mut dyn Write| -> Result<u64> {
+        let mut fed = 0u64;
+        walk(archive_name, decoded, manifest, |path, r| {
+            if chunk_number(path).is_some() {
+                fed += io::copy(r, out)?;
+            }
+            Ok(())
+        })?;
+        Ok(fed)
+    };
     let mut cmd = Command::new(&opts.pg_restore);
     cmd.args(["--no-password", "--exit-on-error", "--dbname"])
         .arg(&target.dbname);
@@ -40,48 +56,92 @@ pub fn pg_restore_from<R: Read>(
     }
     cmd.env_remove("PGPASSFILE")
         .envs(target.child_env())
-        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+
+    if let (true, Some(dir)) = (opts.jobs > 1, &opts.scratch_dir) {
+        let file = ScratchFile(dir.join(format!(".eternia-restore-{}.dump", std::process::id())));
+        let fed = {
+            let f = File::create(&file.0).map_err(|e| {
+                Error::storage("cannot write the dump for pg_restore -j", &file.0, e)
+            })?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let fed = feed(&mut w)?;
+            w.flush().map_err(|e| {
+                Error::storage("cannot write the dump for pg_restore -j", &file.0, e)
+            })?;
+            fed
+        };
+        cmd.arg(format!("--jobs={}", opts.jobs))
+            .arg(&file.0)
+            .stdin(Stdio::null());
+        let child = spawn(&mut cmd, opts)?;
+        finish(child)?;
+        return Ok(fed);
+    }
+
+    let mut child = spawn(cmd.stdin(Stdio::piped()), opts)?;
+    let mut stdin = child.0.stdin.take().expect("piped stdin");
+    let fed = feed(&mut stdin);
+    drop(stdin);
+    // pg_restore's own failure explains a broken pipe while feeding it: report that first.
+    finish(child)?;
+    fed
+}
+
+struct ScratchFile(PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+struct Running(std::process::Child, thread::JoinHandle<String>);
+
+fn spawn(cmd: &mut Command, opts: &RestoreOptions) -> Result<Running> {
     let mut child = cmd.spawn().map_err(|e| Error::Restore {
         step: "start pg_restore".into(),
         problem: format!("cannot run {}: {e}", opts.pg_restore.display()),
         hint: "install the PostgreSQL client tools (pg_restore) or set PG_RESTORE_BIN".into(),
     })?;
     let stderr = child.stderr.take().expect("piped stderr");
-    let tail = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = io::BufReader::new(stderr)
-            .take(64 << 10)
-            .read_to_string(&mut s);
-        s
-    });
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let mut fed = 0u64;
-    let walked = walk(archive_name, decoded, manifest, |path, r| {
-        if chunk_number(path).is_some() {
-            fed += io::copy(r, &mut stdin)?;
+    Ok(Running(child, thread::spawn(move || read_tail(stderr))))
+}
+
+/// Reads everything (so the child never blocks on a full pipe) and keeps the last lines.
+fn read_tail(mut r: impl Read) -> String {
+    let mut tail = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
         }
-        Ok(())
-    });
-    drop(stdin);
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2 * STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+fn finish(Running(mut child, tail): Running) -> Result<()> {
     let status = child.wait().map_err(|e| Error::Restore {
         step: "pg_restore".into(),
         problem: e.to_string(),
         hint: "the restore pod's resources".into(),
     })?;
     let stderr = tail.join().unwrap_or_default();
-    // A broken pipe while feeding means pg_restore stopped: its own message is the useful one.
-    if !status.success() {
-        let last: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(Error::Restore {
-            step: "pg_restore".into(),
-            problem: format!("{status}: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | ")),
-            hint: "the database server logs; the restoring user needs to own (or be superuser over) the restored objects".into(),
-        });
+    if status.success() {
+        return Ok(());
     }
-    walked?;
-    Ok(fed)
+    let last: Vec<&str> = stderr.lines().rev().take(5).collect();
+    Err(Error::Restore {
+        step: "pg_restore".into(),
+        problem: format!("{status}: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+        hint: "the database server logs; the restoring user needs to own (or be superuser over) the restored objects"
+            .into(),
+    })
 }
 
 /// Connection to the maintenance database (`postgres`) of the same server.

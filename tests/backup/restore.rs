@@ -251,3 +251,42 @@ fn a_restore_while_a_backup_runs_stops_before_touching_anything() {
     assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
     assert!(running.wait().unwrap().success());
 }
+
+#[test]
+fn parallel_restore_writes_the_dump_to_the_volume_and_removes_it_afterwards() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+    run(restore_cmd(&db, dir.path()).args([
+        "latest",
+        "--jobs",
+        "2",
+        "--no-safety-backup",
+        "--mode",
+        "swap",
+    ]))
+    .ok();
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    assert!(
+        !files(dir.path())
+            .iter()
+            .any(|f| f.contains("eternia-restore")),
+        "{:?}",
+        files(dir.path())
+    );
+    for kept in psql(
+        "postgres",
+        &format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE '{}_pre_restore_%'",
+            db.name
+        ),
+    )
+    .lines()
+    {
+        psql(
+            "postgres",
+            &format!("DROP DATABASE \"{kept}\" WITH (FORCE)"),
+        );
+    }
+}
