@@ -425,3 +425,32 @@ async fn prune_aborts_abandoned_multipart_uploads() {
         "the abandoned upload was aborted"
     );
 }
+
+#[test]
+fn a_backup_in_the_bucket_alone_restores_into_another_database() {
+    let Some(s3) = s3_env() else { return };
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(backup_both(&db, dir.path(), &s3).args(["--store", "s3"])).ok();
+    assert!(
+        files(dir.path()).iter().all(|f| f.starts_with('.')),
+        "nothing on the volume"
+    );
+    let target = TestDb::create();
+    let mut c = bin();
+    s3.apply(&mut c)
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args([
+            "restore",
+            "latest",
+            "--store",
+            "s3",
+            "--no-kubernetes",
+            "--no-safety-backup",
+            "--target-database",
+            &target.name,
+        ]);
+    run(&mut c).ok().says("checksums OK");
+    assert_eq!(target.sql("SELECT count(*) FROM customers"), "300");
+}

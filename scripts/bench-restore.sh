@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Restore benchmark (issue: restore). Uses the ~1 GB database of scripts/bench-backup.sh (created if
+# missing), backs it up once (zstd), then times in the same run, restoring into fresh databases:
+#   1. bare `pg_restore -j2` from a local dump file          (the baseline)
+#   2. `eternia-backup restore --no-safety-backup --target-database …` streamed (jobs 1) and with --jobs 2
+#   3. the seed's `gunzip | psql` of a plain SQL dump
+# eternia-backup's time includes verifying every checksum first. Prints a markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DB=eb_bench_x1
+export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+if [ "$(psql -d "$DB" -Atc "SELECT to_regclass('documents') IS NOT NULL" 2>/dev/null)" != t ]; then
+  echo "the benchmark database is missing: run scripts/bench-backup.sh first" >&2; exit 1
+fi
+cargo build --release --locked -q
+BIN=$PWD/target/release/eternia-backup
+WORK=$(mktemp -d /tmp/eb-rbench.XXXXXX)
+trap 'rm -rf "$WORK"; for d in r_bare r_eb1 r_eb2 r_seed; do dropdb --if-exists ${DB}_$d; done' EXIT
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
+"$BIN" --backup-dir "$WORK" backup --no-kubernetes --no-prune --compression zstd >/dev/null 2>&1
+pg_dump -d "$DB" -Fc -Z0 -f "$WORK/db.dump"
+pg_dump -d "$DB" | gzip -1 > "$WORK/db.sql.gz"
+ARCHIVE=$(cd "$WORK" && ls eternia-backup-*.tar.zst)
+
+measure() { /usr/bin/time -f '%e %M' -o "$WORK/time" sh -c "$1" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; exit 1; }; cat "$WORK/time"; }
+fresh() { dropdb --if-exists "$1"; createdb "$1"; }
+fresh ${DB}_r_bare; read -r t_bare _ < <(measure "pg_restore -j2 -d ${DB}_r_bare $WORK/db.dump")
+fresh ${DB}_r_eb1; read -r t_eb1 m_eb1 < <(measure "$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --target-database ${DB}_r_eb1")
+fresh ${DB}_r_eb2; read -r t_eb2 m_eb2 < <(measure "$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --jobs 2 --target-database ${DB}_r_eb2")
+fresh ${DB}_r_seed; read -r t_seed _ < <(measure "gunzip -c $WORK/db.sql.gz | psql -q -d ${DB}_r_seed")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+cat <<TABLE
+restore of $DB ($(psql -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)
+
+| run | wall s | × pg_restore -j2 | peak RSS MiB |
+|---|---|---|---|
+| bare pg_restore -j2 from a local dump file | $t_bare | 1.00 | |
+| eternia-backup restore (verify + streamed pg_restore) | $t_eb1 | $(ratio "$t_eb1" "$t_bare") | $((m_eb1 / 1024)) |
+| eternia-backup restore --jobs 2 (verify + file + pg_restore -j2) | $t_eb2 | $(ratio "$t_eb2" "$t_bare") | $((m_eb2 / 1024)) |
+| seed: gunzip \| psql | $t_seed | $(ratio "$t_seed" "$t_bare") | |
+TABLE
