@@ -117,13 +117,13 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
             None => crate::kube::client().await?,
         }),
     };
-    if let (Some(client), Some(cfg)) = (&client, &plan.lease) {
-        if let Some(holder) = crate::kube::lease::holder(client.clone(), cfg).await? {
-            return Err(Error::SkippedForRestore {
-                lease: format!("{}/{}", cfg.namespace, cfg.name),
-                holder,
-            });
-        }
+    if let (Some(client), Some(cfg)) = (&client, &plan.lease)
+        && let Some(holder) = crate::kube::lease::holder(client.clone(), cfg).await?
+    {
+        return Err(Error::SkippedForRestore {
+            lease: format!("{}/{}", cfg.namespace, cfg.name),
+            holder,
+        });
     }
     // Preflight: reach the database (and take the snapshot) before creating anything on the volume.
     let mut snapshot = Snapshot::open(&plan.target).await?;

@@ -253,28 +253,9 @@ async fn a_forbidden_list_names_the_rbac_to_grant() {
 
 #[tokio::test]
 async fn a_backup_with_kubernetes_export_stores_each_object_and_counts_them() {
-    use clap::Parser;
-    use eternia_backup::cli::Cli;
     let db = TestDb::with_sample_data();
     let dir = tempdir();
-    let url = db.url();
-    let cli = Cli::parse_from([
-        "eternia-backup",
-        "--backup-dir",
-        dir.path().to_str().unwrap(),
-        "backup",
-        "--database-url",
-        &url,
-        "--namespace",
-        NS,
-    ]);
-    let eternia_backup::cli::Command::Backup(args) = cli.command else {
-        unreachable!()
-    };
-    let mut plan = eternia_backup::app::backup_plan(&cli.global, &args)
-        .await
-        .unwrap();
-    plan.kubernetes.as_mut().unwrap().client = Some(fake_cluster().await);
+    let plan = backup_plan_with_cluster(&db, dir.path(), fake_cluster().await).await;
 
     let summary = eternia_backup::commands::backup::run(plan).await.unwrap();
     assert_eq!((summary.config_maps, summary.secrets), (2, 1));

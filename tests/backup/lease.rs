@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use eternia_backup::Error;
 use eternia_backup::kube::lease::{LeaseConfig, acquire, current_holder, holder};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -106,22 +105,7 @@ async fn a_backup_skips_with_exit_code_zero_while_a_restore_holds_the_lease() {
         .build()
         .await
         .unwrap();
-    let url = db.url();
-    let cli = eternia_backup::cli::Cli::parse_from([
-        "eternia-backup",
-        "--backup-dir",
-        dir.path().to_str().unwrap(),
-        "backup",
-        "--database-url",
-        &url,
-    ]);
-    let eternia_backup::cli::Command::Backup(args) = cli.command else {
-        unreachable!()
-    };
-    let mut plan = eternia_backup::app::backup_plan(&cli.global, &args)
-        .await
-        .unwrap();
-    plan.kubernetes.as_mut().unwrap().client = Some(client);
+    let plan = backup_plan_with_cluster(&db, dir.path(), client).await;
 
     let err = eternia_backup::commands::backup::run(plan)
         .await
