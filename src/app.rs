@@ -74,7 +74,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Verify(args) => {
             let stores = Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?;
             let store = verify::store_holding(&stores.all(), &args.name).await?;
-            let report = verify::verify(store, &args.name, args.identity_file).await?;
+            let report = verify::verify(store, &args.name, args.identity_file, None).await?;
             let at = store.location();
             if report.contents_checked {
                 println!(

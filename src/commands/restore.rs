@@ -2,7 +2,7 @@
 //! before this passes) → safety backup of the current state → restore the database (clean or swap) →
 //! row counts equal the manifest's → apply ConfigMaps/Secrets → rollout restart → wait → summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -114,8 +114,15 @@ async fn verified(
     store: &dyn BackupStore,
     name: &str,
     identity: &Option<PathBuf>,
+    extract_dump: Option<&Path>,
 ) -> Result<(Manifest, Vec<Vec<u8>>)> {
-    let report = verify::verify(store, name, identity.clone()).await?;
+    let report = verify::verify(
+        store,
+        name,
+        identity.clone(),
+        extract_dump.map(Path::to_path_buf),
+    )
+    .await?;
     if !report.contents_checked {
         return Err(Error::Encryption(format!(
             "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
@@ -124,7 +131,8 @@ async fn verified(
     Ok((store.sidecar(name).await?.manifest, report.objects))
 }
 
-/// Reads the archive once more (checking every checksum again), feeding the dump to pg_restore.
+/// Restores the dump: from the file extracted during verification (`pg_restore -j`), or by reading the
+/// archive once more (checking every checksum again) into a streamed pg_restore.
 async fn restore_pass(
     store: &dyn BackupStore,
     name: &str,
@@ -132,7 +140,14 @@ async fn restore_pass(
     target: &PgTarget,
     opts: RestoreOptions,
     identity: Option<PathBuf>,
+    dump_file: Option<&Path>,
 ) -> Result<()> {
+    if let Some(file) = dump_file {
+        let (file, target) = (file.to_owned(), target.clone());
+        return tokio::task::spawn_blocking(move || pg::pg_restore_file(&file, &target, &opts))
+            .await
+            .expect("restore task");
+    }
     let input = store.open(name).await?;
     let (manifest, target, name) = (manifest.clone(), target.clone(), name.to_owned());
     tokio::task::spawn_blocking(move || -> Result<()> {
@@ -172,7 +187,13 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     let started = Instant::now();
     let (store, name) = locate(&plan.stores, &plan.which).await?;
     info!(archive = %name, location = %store.location(), "restoring");
-    let (manifest, objects) = verified(store, &name, &plan.identity_file).await?;
+    // With --jobs > 1 the dump is extracted to the volume during verification (one pass, not two).
+    let dump_scratch = match (&plan.stores.local, plan.jobs > 1 && !plan.dry_run) {
+        (Some(local), true) => Some(pg::ScratchFile::new(local.dir())),
+        _ => None,
+    };
+    let dump_file = dump_scratch.as_ref().map(|f| f.path());
+    let (manifest, objects) = verified(store, &name, &plan.identity_file, dump_file).await?;
     let mut summary = RestoreSummary {
         archive: name.clone(),
         location: store.location(),
@@ -224,12 +245,10 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
         .unwrap_or_else(|| "no safety backup was taken (--no-safety-backup)".into());
 
     let db = plan.target.dbname.clone();
-    let scratch_dir = plan.stores.local.as_ref().map(|l| l.dir().to_owned());
     let opts = |clean| RestoreOptions {
         pg_restore: plan.pg_restore.clone(),
         clean,
         jobs: plan.jobs,
-        scratch_dir: scratch_dir.clone(),
     };
     match plan.mode {
         Mode::Clean => {
@@ -247,6 +266,7 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
                     &plan.target,
                     opts(false),
                     plan.identity_file.clone(),
+                    dump_file,
                 )
                 .await
             };
@@ -277,6 +297,7 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
                     &into_scratch,
                     opts(false),
                     plan.identity_file.clone(),
+                    dump_file,
                 )
                 .await?;
                 check_rows(&into_scratch, &manifest).await
@@ -387,7 +408,7 @@ pub async fn drill(
 ) -> Result<DrillReport> {
     let t0 = Instant::now();
     let (store, name) = locate(stores, which).await?;
-    let (manifest, _) = verified(store, &name, &identity).await?;
+    let (manifest, _) = verified(store, &name, &identity, None).await?;
     let verify_time = t0.elapsed();
     let scratch = pg::derived_name(
         &target.dbname,
@@ -407,9 +428,9 @@ pub async fn drill(
                 pg_restore,
                 clean: false,
                 jobs: 1,
-                scratch_dir: None,
             },
             identity,
+            None,
         )
         .await?;
         let mut problems = pg::compare_row_counts(&into, &manifest.database.tables).await?;

@@ -8,7 +8,7 @@ use tracing::{info, instrument};
 use std::path::PathBuf;
 
 use crate::archive::codec::{HashingReader, decoder_with_identity_file};
-use crate::archive::manifest::FORMAT_VERSION;
+use crate::archive::manifest::{FORMAT_VERSION, chunk_number};
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
 use crate::store::{BackupStore, StoredBackup};
@@ -73,6 +73,7 @@ pub async fn verify(
     store: &dyn BackupStore,
     which: &str,
     identity_file: Option<PathBuf>,
+    extract_dump: Option<PathBuf>,
 ) -> Result<VerifyReport> {
     let backup = find(store, which).await?;
     let name = backup.name.clone();
@@ -141,14 +142,32 @@ pub async fn verify(
             decoder_with_identity_file(input, compression, encrypted, identity_file.as_deref())?;
         // The ConfigMaps/Secrets are small (etcd caps objects at ~1.5 MiB): keep them for the restore.
         let mut objects = Vec::new();
+        // With `extract_dump`, the dump chunks are written to that file on the way (for pg_restore -j):
+        // it is only used once every checksum matched.
+        let mut dump = match &extract_dump {
+            Some(p) => Some(io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(p)
+                    .map_err(|e| Error::storage("cannot write the dump for pg_restore -j", p, e))?,
+            )),
+            None => None,
+        };
         let summary = walk(&manifest.name, decoded, &manifest, |path, r| {
             if path.starts_with("kubernetes/") {
                 let mut v = Vec::new();
                 r.take(MAX_OBJECT_BYTES).read_to_end(&mut v)?;
                 objects.push(v);
+            } else if let (Some(w), true) = (dump.as_mut(), chunk_number(path).is_some()) {
+                io::copy(r, w)?;
             }
             Ok(())
         })?;
+        if let (Some(w), Some(p)) = (dump, &extract_dump) {
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::storage("cannot write the dump for pg_restore -j", p, e))?;
+        }
         Ok((summary, objects))
     })
     .await

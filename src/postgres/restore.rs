@@ -1,8 +1,7 @@
 //! Streams the dump chunks of a verified archive into `pg_restore`, and the database operations around
 //! it: terminating sessions, scratch databases, renames, row-count checks against the manifest.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -21,33 +20,13 @@ pub struct RestoreOptions {
     pub pg_restore: PathBuf,
     /// `--clean --if-exists`: drop each object before recreating it.
     pub clean: bool,
-    /// `pg_restore -j`: needs the dump as a file, written to `scratch_dir` first (then removed).
+    /// `pg_restore -j` (only for a dump file, see [`pg_restore_file`]).
     pub jobs: u32,
-    pub scratch_dir: Option<PathBuf>,
 }
 
 const STDERR_TAIL: usize = 16 << 10;
 
-/// Walks the decoded archive (checking every checksum again) and restores its dump into `target`:
-/// streamed into one `pg_restore`, or with `jobs > 1` written to a scratch file for `pg_restore -j`.
-#[instrument(skip_all, fields(database = %target, clean = opts.clean, jobs = opts.jobs))]
-pub fn pg_restore_from<R: Read>(
-    archive_name: &str,
-    decoded: R,
-    manifest: &Manifest,
-    target: &PgTarget,
-    opts: &RestoreOptions,
-) -> Result<u64> {
-    let feed = |out: &mut dyn Write| -> Result<u64> {
-        let mut fed = 0u64;
-        walk(archive_name, decoded, manifest, |path, r| {
-            if chunk_number(path).is_some() {
-                fed += io::copy(r, out)?;
-            }
-            Ok(())
-        })?;
-        Ok(fed)
-    };
+fn command(target: &PgTarget, opts: &RestoreOptions) -> Command {
     let mut cmd = Command::new(&opts.pg_restore);
     cmd.args(["--no-password", "--exit-on-error", "--dbname"])
         .arg(&target.dbname);
@@ -58,38 +37,70 @@ pub fn pg_restore_from<R: Read>(
         .envs(target.child_env())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    cmd
+}
 
-    if let (true, Some(dir)) = (opts.jobs > 1, &opts.scratch_dir) {
-        let file = ScratchFile(dir.join(format!(".eternia-restore-{}.dump", std::process::id())));
-        let fed = {
-            let f = File::create(&file.0).map_err(|e| {
-                Error::storage("cannot write the dump for pg_restore -j", &file.0, e)
-            })?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
-            let fed = feed(&mut w)?;
-            w.flush().map_err(|e| {
-                Error::storage("cannot write the dump for pg_restore -j", &file.0, e)
-            })?;
-            fed
-        };
-        cmd.arg(format!("--jobs={}", opts.jobs))
-            .arg(&file.0)
-            .stdin(Stdio::null());
-        let child = spawn(&mut cmd, opts)?;
-        finish(child)?;
-        return Ok(fed);
-    }
-
-    let mut child = spawn(cmd.stdin(Stdio::piped()), opts)?;
+/// Walks the decoded archive (checking every checksum again) and streams its dump into one `pg_restore`.
+#[instrument(skip_all, fields(database = %target, clean = opts.clean))]
+pub fn pg_restore_from<R: Read>(
+    archive_name: &str,
+    decoded: R,
+    manifest: &Manifest,
+    target: &PgTarget,
+    opts: &RestoreOptions,
+) -> Result<u64> {
+    let mut child = spawn(command(target, opts).stdin(Stdio::piped()), opts)?;
     let mut stdin = child.0.stdin.take().expect("piped stdin");
-    let fed = feed(&mut stdin);
+    let fed = write_dump(archive_name, decoded, manifest, &mut stdin);
     drop(stdin);
     // pg_restore's own failure explains a broken pipe while feeding it: report that first.
     finish(child)?;
     fed
 }
 
-struct ScratchFile(PathBuf);
+/// `pg_restore -j` from a dump file extracted from a verified archive.
+#[instrument(skip_all, fields(database = %target, jobs = opts.jobs))]
+pub fn pg_restore_file(
+    file: &std::path::Path,
+    target: &PgTarget,
+    opts: &RestoreOptions,
+) -> Result<()> {
+    let mut cmd = command(target, opts);
+    cmd.arg(format!("--jobs={}", opts.jobs.max(1)))
+        .arg(file)
+        .stdin(Stdio::null());
+    finish(spawn(&mut cmd, opts)?)
+}
+
+/// Writes the dump chunks of the archive, in order, to `out` (checking every entry on the way).
+pub fn write_dump<R: Read>(
+    archive_name: &str,
+    decoded: R,
+    manifest: &Manifest,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut fed = 0u64;
+    walk(archive_name, decoded, manifest, |path, r| {
+        if chunk_number(path).is_some() {
+            fed += io::copy(r, out)?;
+        }
+        Ok(())
+    })?;
+    Ok(fed)
+}
+
+/// A dump file on the backup volume for `pg_restore -j`, removed when dropped.
+pub struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    pub fn new(dir: &std::path::Path) -> ScratchFile {
+        ScratchFile(dir.join(format!(".eternia-restore-{}.dump", std::process::id())))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
 
 impl Drop for ScratchFile {
     fn drop(&mut self) {
@@ -291,7 +302,8 @@ pub async fn empty_database(target: &PgTarget) -> Result<()> {
         .fetch_one(&mut conn)
         .await
         .map_err(|e| target.error("cannot read the server version", &e))?;
-    let mut sql = String::from("BEGIN;");
+    // Fail clearly rather than hang if a session that reconnected holds a lock.
+    let mut sql = String::from("BEGIN; SET LOCAL lock_timeout = '60s';");
     for s in &schemas {
         sql.push_str(&format!("DROP SCHEMA {} CASCADE;", quote_ident(s)));
     }
