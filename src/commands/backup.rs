@@ -162,7 +162,7 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
         .unwrap_or_default();
     let counter = progress.clone();
     let writing = tokio::task::spawn_blocking(move || -> Result<_> {
-        let write_err = |e| Error::storage("cannot write archive", "backup volume", e);
+        let write_err = |e| Error::storage("cannot write archive", "the archive being written", e);
         let mut w = ArchiveWriter::new(sink, &encode, created).map_err(write_err)?;
         for obj in &objects {
             w.append(&obj.path, &obj.yaml, None).map_err(write_err)?;
@@ -243,13 +243,10 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
         offsite_failure = Some(f);
     }
     let s3_ok = s3.is_some() && offsite_failure.is_none();
-    summary.locations = plan
-        .stores
-        .all()
-        .into_iter()
-        .filter(|st| s3_ok || st.location().starts_with("local:") || plan.stores.local.is_none())
-        .map(|st| st.location())
-        .collect();
+    summary.locations = plan.stores.local.iter().map(|l| l.location()).collect();
+    if let (Some(s3), true) = (s3, s3_ok) {
+        summary.locations.push(s3.location());
+    }
     info!(
         archive = %summary.name,
         size_bytes = summary.size,

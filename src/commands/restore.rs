@@ -356,11 +356,23 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     Ok(summary)
 }
 
+/// Adds the way back (the safety backup) to an error, keeping the step and cause it already names.
 fn with_undo(e: Error, undo: &str) -> Error {
-    Error::Restore {
-        step: "restore".into(),
-        problem: e.to_string(),
-        hint: undo.to_owned(),
+    match e {
+        Error::Restore {
+            step,
+            problem,
+            hint,
+        } => Error::Restore {
+            step,
+            problem,
+            hint: format!("{hint}; {undo}"),
+        },
+        other => Error::Restore {
+            step: "restore".into(),
+            problem: other.to_string(),
+            hint: undo.to_owned(),
+        },
     }
 }
 

@@ -110,7 +110,11 @@ pub fn dump_into<W: Write>(
         let _ = child.kill();
         let _ = child.wait();
         let _ = reader.join();
-        return Err(Error::storage("cannot write archive", "backup volume", e));
+        return Err(Error::storage(
+            "cannot write archive",
+            "the archive being written",
+            e,
+        ));
     }
     let read_result = reader
         .join()

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
@@ -151,18 +152,14 @@ impl S3Store {
     }
 
     /// Maps an SDK failure to an error naming bucket, endpoint, the likely cause and what to check.
-    fn error<E, R>(&self, op: &str, key: &str, e: SdkError<E, R>) -> Error
+    fn error<E>(&self, op: &str, key: &str, e: SdkError<E, HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
     {
-        let status = match &e {
-            SdkError::ServiceError(se) => Some(format!("{:?}", se.raw())),
-            _ => None,
-        };
+        let status = e.raw_response().map(|r| r.status().as_u16());
         let code = e.code().map(str::to_owned);
-        let http403 = status.as_deref().is_some_and(|s| s.contains("403"));
-        let http404 = status.as_deref().is_some_and(|s| s.contains("404"));
+        let http403 = status == Some(403);
+        let http404 = status == Some(404);
         let (problem, hint) = match (&e, code.as_deref()) {
             (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => (
                 format!("cannot reach the endpoint ({})", DisplayErrorContext(&e)),
@@ -573,23 +570,37 @@ impl S3Sink {
             .tx
             .as_ref()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
-        tx.blocking_send((self.next_part, part, permit))
-            .map_err(|_| {
-                io::Error::other(
-                    "the S3 upload failed; the error follows when the upload is completed",
-                )
-            })?;
+        if tx.blocking_send((self.next_part, part, permit)).is_err() {
+            // The uploader stopped: its own error (bucket, cause, what to check) is the one to report.
+            let why = match self.uploader.take().map(|u| self.rt.block_on(u)) {
+                Some(Ok(Err(e))) => e.to_string(),
+                _ => "the S3 upload stopped".to_owned(),
+            };
+            return Err(io::Error::other(why));
+        }
         self.next_part += 1;
         Ok(())
     }
 
     fn finish(&mut self, sidecar: &Sidecar) -> Result<()> {
         if !self.buf.is_empty() || self.next_part == 1 {
-            // A failed send means the uploader stopped; its own error is the one to report.
-            let _ = self.send_part();
+            // A failed send already carries the uploader's own error.
+            self.send_part().map_err(|e| Error::S3 {
+                op: "upload".into(),
+                location: format!("s3://{}/{}", self.store.inner.s.bucket, self.key),
+                problem: e.to_string(),
+                hint: "the error above names what to check".into(),
+            })?;
         }
         self.tx = None;
-        let uploader = self.uploader.take().expect("uploader present");
+        let Some(uploader) = self.uploader.take() else {
+            return Err(Error::S3 {
+                op: "upload".into(),
+                location: format!("s3://{}/{}", self.store.inner.s.bucket, self.key),
+                problem: "the upload had already stopped".into(),
+                hint: "the error logged before this one".into(),
+            });
+        };
         let parts = self.rt.block_on(uploader).map_err(|e| Error::S3 {
             op: "upload".into(),
             location: self.key.clone(),
