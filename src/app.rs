@@ -90,6 +90,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Restore(args) => run_restore(&global, args).await,
+        Command::Serve(args) => crate::webhook::serve(&global, &args).await,
         Command::Drill(args) => {
             let stores = Stores::open(&global.backup_dir, &global.prefix, &args.stores).await?;
             let target = pg_target(&args.database)?;

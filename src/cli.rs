@@ -59,6 +59,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Test-restore a backup into a scratch database, compare row counts, drop it.
     Drill(DrillArgs),
+    /// Run the restore webhook: signed restore requests from CI (JWT) and Slack become restore Jobs.
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -307,6 +309,109 @@ pub struct PruneArgs {
         hide = true
     )]
     pub stale_partial_age: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEBHOOK_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Where `GET /v1/backups` and the backup metrics look.
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// Shared secret for HS256 tokens (from a Secret). Unset: HS256 tokens are refused.
+    #[arg(
+        long,
+        env = "WEBHOOK_JWT_HS256_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub jwt_hs256_secret: Option<String>,
+    /// JWKS document of trusted RS256/ES256 signing keys (file).
+    #[arg(long, env = "WEBHOOK_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS document URL, e.g. https://token.actions.githubusercontent.com/.well-known/jwks.
+    #[arg(long, env = "WEBHOOK_JWKS_URL")]
+    pub jwks_url: Option<url::Url>,
+    /// Required `iss` claim.
+    #[arg(long, env = "WEBHOOK_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "WEBHOOK_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Token subjects allowed to restore, comma-separated patterns with `*`.
+    #[arg(long, env = "WEBHOOK_ALLOWED_SUBJECTS", value_delimiter = ',')]
+    pub allowed_subjects: Vec<String>,
+    /// Further claim constraints, comma-separated `claim=pattern` (e.g. `environment=production,ref=refs/heads/main`).
+    #[arg(long, env = "WEBHOOK_JWT_CLAIMS", value_delimiter = ',')]
+    pub jwt_claims: Vec<String>,
+    /// Oldest token accepted (from `iat`; without `iat`, the longest remaining lifetime).
+    #[arg(long, env = "WEBHOOK_JWT_MAX_AGE", default_value = "1h", value_parser = parse_duration)]
+    pub jwt_max_age: std::time::Duration,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[arg(long, env = "WEBHOOK_JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: std::time::Duration,
+    /// Slack app signing secret (from a Secret). Unset: Slack requests are refused.
+    #[arg(
+        long,
+        env = "SLACK_SIGNING_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub slack_signing_secret: Option<String>,
+    /// Slack user ids allowed to use the command (comma-separated). Empty: nobody.
+    #[arg(long, env = "SLACK_ALLOWED_USERS", value_delimiter = ',')]
+    pub slack_allowed_users: Vec<String>,
+    /// Slack channel ids the command may be used in (comma-separated). Empty: any channel.
+    #[arg(long, env = "SLACK_ALLOWED_CHANNELS", value_delimiter = ',')]
+    pub slack_allowed_channels: Vec<String>,
+    /// Only `response_url`s starting with this are called back.
+    #[arg(
+        long,
+        env = "SLACK_RESPONSE_URL_PREFIX",
+        default_value = "https://hooks.slack.com/"
+    )]
+    pub slack_response_url_prefix: String,
+    /// How long a Slack restore confirmation button stays valid.
+    #[arg(long, env = "SLACK_CONFIRM_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub slack_confirm_ttl: std::time::Duration,
+    /// The suspended CronJob whose jobTemplate restore Jobs are created from.
+    #[arg(
+        long,
+        env = "WEBHOOK_RESTORE_CRONJOB",
+        default_value = "database-restore"
+    )]
+    pub restore_cronjob: String,
+    /// Namespace of that CronJob and of the restore Jobs (default: the pod's own namespace).
+    #[arg(long, env = "WEBHOOK_JOB_NAMESPACE")]
+    pub job_namespace: Option<String>,
+    /// The Lease a running restore holds.
+    #[arg(long, env = "LEASE_NAME", default_value = "eternia-backup-restore")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the Job namespace).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Requests per minute per source on the API and Slack routes (0: no limit).
+    #[arg(long, env = "WEBHOOK_RATE_LIMIT", default_value_t = 60)]
+    pub rate_limit: u32,
+    /// Requests a source may send at once before the per-minute rate applies.
+    #[arg(long, env = "WEBHOOK_RATE_BURST", default_value_t = 20)]
+    pub rate_burst: u32,
+    /// Take the source address from the first X-Forwarded-For entry (only behind a trusted ingress).
+    #[arg(long, env = "WEBHOOK_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+    /// Largest request body accepted.
+    #[arg(long, env = "WEBHOOK_BODY_LIMIT", default_value = "64KiB", value_parser = parse_size)]
+    pub body_limit: u64,
+    /// HTTP worker threads.
+    #[arg(long, env = "WEBHOOK_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// How often the backup metrics are refreshed from the stores.
+    #[arg(long, env = "WEBHOOK_METRICS_REFRESH", default_value = "60s", value_parser = parse_duration)]
+    pub metrics_refresh: std::time::Duration,
+    /// How often a started restore Job is polled (for Slack progress and the restore metrics).
+    #[arg(long, env = "WEBHOOK_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration, hide = true)]
+    pub poll_interval: std::time::Duration,
 }
 
 /// `8MiB`, `512KiB`, `1GB`, `4096`.

@@ -15,5 +15,6 @@ pub mod postgres;
 pub mod retention;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 pub use error::{Error, Result};

@@ -14,3 +14,4 @@ mod notifications;
 mod restore;
 mod retention_cli;
 mod s3;
+mod webhook;

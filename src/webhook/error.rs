@@ -1,0 +1,76 @@
+//! The webhook's one error type: every refusal or failure becomes a JSON body `{"error": ..., "hint"?: ...}`
+//! with the matching status. Messages name what was wrong and what to do; they never carry a token,
+//! a signature or a secret.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("a restore is already running: {0}")]
+    Conflict(String),
+    #[error("too many requests from this source; retry later")]
+    RateLimited,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn kube(what: &str, e: kube::Error) -> ApiError {
+        let err = crate::kube::export::kube_error(what, e);
+        ApiError::Unavailable(err.to_string())
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Unauthorized(_) => Some(
+                "send Authorization: Bearer <JWT> signed with the webhook's HS256 secret or a JWKS key",
+            ),
+            ApiError::Conflict(_) => Some(
+                "wait for it to finish (GET /v1/restores/{id}) or check `kubectl get jobs,lease -n <release namespace>`",
+            ),
+            ApiError::Unavailable(_) => {
+                Some("check the webhook's log and its access to the Kubernetes API")
+            }
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({ "error": self.to_string() });
+        if let Some(h) = self.hint() {
+            body["hint"] = h.into();
+        }
+        let mut r = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized(_)) {
+            r.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, ApiError::RateLimited) {
+            r.insert_header(("Retry-After", "1"));
+        }
+        r.json(body)
+    }
+}

@@ -1,0 +1,64 @@
+//! Allowlist patterns: literal text with `*` matching any run of characters (e.g.
+//! `repo:eternia/app:environment:*`). No other metacharacters, so a subject can never be read as a regex.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(String);
+
+impl Pattern {
+    pub fn new(p: &str) -> Pattern {
+        Pattern(p.trim().to_owned())
+    }
+
+    pub fn list(items: &[String]) -> Vec<Pattern> {
+        items
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(Pattern::new)
+            .collect()
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = text.strip_prefix(first) else {
+            return false;
+        };
+        let tail: Vec<&str> = parts.collect();
+        let Some((last, middle)) = tail.split_last() else {
+            return rest.is_empty();
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(i) => rest = &rest[i + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pattern;
+
+    #[test]
+    fn a_literal_pattern_matches_only_itself() {
+        let p = Pattern::new("repo:eternia/app:environment:production");
+        assert!(p.matches("repo:eternia/app:environment:production"));
+        assert!(!p.matches("repo:eternia/app:environment:production2"));
+        assert!(!p.matches("repo:eternia/app:environment:prod"));
+    }
+
+    #[test]
+    fn a_star_matches_any_run_of_characters_anchored_at_both_ends() {
+        let p = Pattern::new("repo:eternia/*:environment:production");
+        assert!(p.matches("repo:eternia/app:environment:production"));
+        assert!(p.matches("repo:eternia/a/b:environment:production"));
+        assert!(!p.matches("repo:evil/app:environment:production"));
+        assert!(!p.matches("repo:eternia/app:environment:production:x"));
+        assert!(Pattern::new("*").matches(""));
+        assert!(Pattern::new("a*b*c").matches("abc"));
+        assert!(!Pattern::new("a*bc*c").matches("abc"));
+    }
+}
