@@ -1189,3 +1189,184 @@ async fn a_slack_retry_of_the_same_trigger_is_answered_once_and_starts_one_job()
     assert_eq!(a, b);
     assert_eq!(app.jobs().await.len(), 1);
 }
+
+// ---------- the binary ----------
+
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+/// `eternia-backup serve` on a free port with `env`, once `/healthz` answers.
+async fn serve_binary(env: &[(&str, &str)]) -> Served {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut cmd = crate::helpers::bin();
+    cmd.arg("serve")
+        .env("WEBHOOK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BACKUP_DIR", &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return Served { child, base };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("serve did not answer /healthz within 10 s");
+}
+
+impl Served {
+    /// SIGTERM, then the exit code and everything the process printed.
+    fn stop(mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        (code, out)
+    }
+}
+
+#[tokio::test]
+async fn serve_without_any_credentials_answers_healthz_refuses_restores_and_stops_cleanly_on_sigterm()
+ {
+    let s = serve_binary(&[]).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/restores", s.base))
+        .bearer_auth("anything")
+        .json(&json!({"backup": "latest"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("not configured"),
+        "{body}"
+    );
+    let r = http.get(format!("{}/readyz", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503, "no Kubernetes API here");
+    let (code, out) = s.stop();
+    assert_eq!(code, Some(0), "graceful shutdown exits 0:\n{out}");
+    assert!(out.contains("no token verification configured"), "{out}");
+    assert!(out.contains("restore webhook stopped"), "{out}");
+}
+
+#[test]
+fn serve_refuses_to_start_with_a_short_hs256_secret_or_a_jwks_without_a_subject_policy() {
+    let short = crate::helpers::run(
+        crate::helpers::bin()
+            .arg("serve")
+            .env("WEBHOOK_JWT_HS256_SECRET", "short-secret-9"),
+    );
+    assert_eq!(short.code, 2, "{short:?}");
+    assert!(short.stderr.contains("shorter than 32 bytes"), "{short:?}");
+    assert!(
+        !short.stderr.contains("short-secret-9"),
+        "the secret is not printed"
+    );
+    let jwks = crate::helpers::run(
+        crate::helpers::bin()
+            .arg("serve")
+            .env(
+                "WEBHOOK_JWKS_URL",
+                "https://token.actions.githubusercontent.com/.well-known/jwks",
+            )
+            .env("WEBHOOK_JWT_AUDIENCE", "eternia-backup"),
+    );
+    assert_eq!(jwks.code, 2, "{jwks:?}");
+    assert!(jwks.stderr.contains("WEBHOOK_ALLOWED_SUBJECTS"), "{jwks:?}");
+}
+
+#[tokio::test]
+async fn secrets_and_tokens_never_appear_in_the_webhooks_output_or_metrics() {
+    let slack_secret = "slack-secret-value-7f3a9c";
+    let s = serve_binary(&[
+        ("WEBHOOK_JWT_HS256_SECRET", HS_SECRET),
+        ("WEBHOOK_JWT_AUDIENCE", AUDIENCE),
+        ("WEBHOOK_JWT_ISSUER", ISSUER),
+        ("SLACK_SIGNING_SECRET", slack_secret),
+        ("SLACK_ALLOWED_USERS", "U_ALICE"),
+        ("LOG_FORMAT", "json"),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let good = hs256(&claims());
+    let mut wrong = claims();
+    wrong["aud"] = json!("other");
+    let bad = hs256(&wrong);
+    for token in [&good, &bad, &"garbage.token.value".to_string()] {
+        http.post(format!("{}/v1/restores", s.base))
+            .bearer_auth(token)
+            .json(&json!({"backup": "latest"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    http.post(format!("{}/slack/commands", s.base))
+        .header("X-Slack-Request-Timestamp", now().to_string())
+        .header("X-Slack-Signature", "v0=deadbeef")
+        .body("user_id=U_ALICE&text=restore+latest")
+        .send()
+        .await
+        .unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, out) = s.stop();
+    for secret in [
+        HS_SECRET,
+        slack_secret,
+        good.as_str(),
+        bad.as_str(),
+        "garbage.token.value",
+    ] {
+        assert!(!out.contains(secret), "output leaks {secret}:\n{out}");
+        assert!(!metrics.contains(secret), "metrics leak {secret}");
+    }
+    assert!(
+        out.contains("\"target\":\"audit\""),
+        "refusals are audited:\n{out}"
+    );
+    assert!(out.contains("wrong_audience"), "{out}");
+}
