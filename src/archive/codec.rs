@@ -77,6 +77,87 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Reads `input` to its end on a thread of its own, hashing every byte, and hands the bytes on through a
+/// bounded channel (4 × 1 MiB), so the SHA-256 of the whole file runs beside the decoding instead of in
+/// a pass of its own. The thread reads to the end even when the consumer stops early, so the whole-file
+/// size and hash are always known; `join` the handle for them.
+pub fn hash_alongside<R: Read + Send + 'static>(
+    mut input: R,
+) -> (
+    ChannelReader,
+    std::thread::JoinHandle<io::Result<(u64, String)>>,
+) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+    let handle = std::thread::spawn(move || {
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let mut consumer = Some(tx);
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match input.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        if let Some(tx) = &consumer {
+                            let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            if filled == 0 {
+                return Ok((total, hex::encode(hasher.finalize())));
+            }
+            buf.truncate(filled);
+            hasher.update(&buf);
+            total += filled as u64;
+            if let Some(tx) = &consumer {
+                if tx.send(Ok(buf)).is_err() {
+                    // The consumer stopped (it found a problem): keep hashing to the end.
+                    consumer = None;
+                }
+            }
+        }
+    });
+    (
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        },
+        handle,
+    )
+}
+
+/// The receiving end of [`hash_alongside`].
+pub struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    self.current = next;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }

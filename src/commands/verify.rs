@@ -7,7 +7,7 @@ use tracing::{info, instrument};
 
 use std::path::PathBuf;
 
-use crate::archive::codec::{HashingReader, decoder_with_identity_file};
+use crate::archive::codec::{HashingReader, decoder_with_identity_file, hash_alongside};
 use crate::archive::manifest::{FORMAT_VERSION, chunk_number};
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
@@ -95,35 +95,41 @@ pub async fn verify(
         ));
     }
 
-    let whole = store.open(&name).await?;
     let expected = sidecar.archive.clone();
-    let n = name.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut r = HashingReader::new(whole);
-        io::copy(&mut r, &mut io::sink())
-            .map_err(|e| Error::archive(&n, format!("cannot read the archive: {e}")))?;
-        let (size, sha) = r.finish();
-        if size != expected.size {
-            return Err(Error::archive(
-                &n,
-                format!(
-                    "the file is {size} bytes, the sidecar says {} (truncated?)",
-                    expected.size
-                ),
-            ));
+    let check_whole = {
+        let n = name.clone();
+        move |size: u64, sha: String| -> Result<()> {
+            if size != expected.size {
+                return Err(Error::archive(
+                    &n,
+                    format!(
+                        "the file is {size} bytes, the sidecar says {} (truncated?)",
+                        expected.size
+                    ),
+                ));
+            }
+            if sha != expected.sha256 {
+                return Err(Error::archive(
+                    &n,
+                    "the SHA-256 of the archive file does not match its sidecar manifest",
+                ));
+            }
+            Ok(())
         }
-        if sha != expected.sha256 {
-            return Err(Error::archive(
-                &n,
-                "the SHA-256 of the archive file does not match its sidecar manifest",
-            ));
-        }
-        Ok(())
-    })
-    .await
-    .expect("verify task")?;
+    };
 
     if backup.encrypted && identity_file.is_none() {
+        let whole = store.open(&name).await?;
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut r = HashingReader::new(whole);
+            io::copy(&mut r, &mut io::sink())
+                .map_err(|e| Error::archive(&n, format!("cannot read the archive: {e}")))?;
+            let (size, sha) = r.finish();
+            check_whole(size, sha)
+        })
+        .await
+        .expect("verify task")?;
         info!(archive = %name, "whole-file checksum OK; contents not checked: encrypted and no AGE_IDENTITY_FILE given");
         return Ok(VerifyReport {
             name,
@@ -137,7 +143,48 @@ pub async fn verify(
     let (compression, encrypted, size) =
         (backup.compression, backup.encrypted, sidecar.archive.size);
     let manifest = manifest.clone();
+    let n = name.clone();
     let (summary, objects) = tokio::task::spawn_blocking(move || -> Result<_> {
+        // One read of the archive: the whole-file SHA-256 is computed beside the content check. A
+        // whole-file mismatch is reported before any content error (it is the more basic fact).
+        let (piped, whole) = hash_alongside(input);
+        let contents = check_contents(
+            piped,
+            &manifest,
+            compression,
+            encrypted,
+            identity_file,
+            extract_dump,
+        );
+        let (size, sha) = whole
+            .join()
+            .expect("hashing thread")
+            .map_err(|e| Error::archive(&n, format!("cannot read the archive: {e}")))?;
+        check_whole(size, sha)?;
+        contents
+    })
+    .await
+    .expect("verify task")?;
+    info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "verified: every checksum matches");
+    Ok(VerifyReport {
+        name,
+        size,
+        entries: summary.entries,
+        contents_checked: true,
+        objects,
+    })
+}
+
+/// Every entry against the manifest; the archived objects kept, the dump chunks optionally extracted.
+fn check_contents(
+    input: impl Read + Send + 'static,
+    manifest: &crate::archive::manifest::Manifest,
+    compression: crate::archive::Compression,
+    encrypted: bool,
+    identity_file: Option<PathBuf>,
+    extract_dump: Option<PathBuf>,
+) -> Result<(crate::archive::reader::WalkSummary, Vec<Vec<u8>>)> {
+    {
         let decoded =
             decoder_with_identity_file(input, compression, encrypted, identity_file.as_deref())?;
         // The ConfigMaps/Secrets are small (etcd caps objects at ~1.5 MiB): keep them for the restore.
@@ -169,15 +216,5 @@ pub async fn verify(
                 .map_err(|e| Error::storage("cannot write the dump for pg_restore -j", p, e))?;
         }
         Ok((summary, objects))
-    })
-    .await
-    .expect("verify task")?;
-    info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "verified: every checksum matches");
-    Ok(VerifyReport {
-        name,
-        size,
-        entries: summary.entries,
-        contents_checked: true,
-        objects,
-    })
+    }
 }

@@ -746,53 +746,56 @@ async fn slack_interaction(
     if action.action_id != "confirm_restore" {
         return Ok(HttpResponse::Ok().finish());
     }
-    let refuse = |reason: &'static str, text: String| {
-        state.metrics.auth_failure(reason);
-        audit(
-            &req,
-            &state,
-            &who,
-            "confirm restore",
-            &format!("refused: {reason}"),
-        );
-        Ok(HttpResponse::Ok()
-            .json(json!({"response_type": "ephemeral", "replace_original": false, "text": text})))
-    };
-    let Some(c) = slack.auth.open_confirmation(&action.value) else {
-        return refuse(
+    let now = jiff::Timestamp::now().as_second();
+    let verdict = match slack.auth.open_confirmation(&action.value) {
+        None => Err((
             "slack_bad_confirmation",
-            ":x: This confirmation is not valid.".into(),
-        );
-    };
-    if c.user != i.user.id {
-        return refuse(
+            ":x: This confirmation is not valid.".to_owned(),
+        )),
+        Some(c) if c.user != i.user.id => Err((
             "slack_confirm_other_user",
             format!(
                 ":no_entry: Only <@{}>, who asked for this restore, can confirm it.",
                 c.user
             ),
-        );
-    }
-    if slack_allowed(slack, &i.user.id, channel).is_err() {
-        return refuse(
+        )),
+        Some(_) if slack_allowed(slack, &i.user.id, channel).is_err() => Err((
             "slack_user_not_allowed",
-            ":no_entry: You are not allowed to use eternia-backup.".into(),
-        );
-    }
-    if c.expires < jiff::Timestamp::now().as_second() {
-        return refuse(
+            ":no_entry: You are not allowed to use eternia-backup.".to_owned(),
+        )),
+        Some(c) if c.expires < now => Err((
             "slack_confirm_expired",
-            ":hourglass: This confirmation has expired; run the command again.".into(),
-        );
-    }
-    let new = NewRestore {
-        backup_arg: c.backup.clone(),
-        dry_run: false,
-        requested_by: who.clone(),
-        reason: format!("confirmed in Slack by {}", i.user.id),
-        // A double click, or Slack retrying the click, finds the same restore.
-        idempotency_key: Some(key_hash(&["slack-confirm", &action.value])),
+            ":hourglass: This confirmation has expired; run the command again.".to_owned(),
+        )),
+        Some(c) => Ok(c),
     };
-    let reply = slack_start(&req, &state, &who, &new, &i.response_url).await;
+    let reply = match verdict {
+        Err((reason, text)) => {
+            state.metrics.auth_failure(reason);
+            audit(
+                &req,
+                &state,
+                &who,
+                "confirm restore",
+                &format!("refused: {reason}"),
+            );
+            json!({"response_type": "ephemeral", "replace_original": false, "text": text})
+        }
+        Ok(c) => {
+            let new = NewRestore {
+                backup_arg: c.backup.clone(),
+                dry_run: false,
+                requested_by: who.clone(),
+                reason: format!("confirmed in Slack by {}", i.user.id),
+                // A double click, or Slack retrying the click, finds the same restore.
+                idempotency_key: Some(key_hash(&["slack-confirm", &action.value])),
+            };
+            slack_start(&req, &state, &who, &new, &i.response_url).await
+        }
+    };
+    // Slack ignores the body of a block_actions acknowledgement: the answer goes to the response_url.
+    if !i.response_url.is_empty() {
+        post_to_slack(&state, &i.response_url, reply.clone()).await;
+    }
     Ok(HttpResponse::Ok().json(reply))
 }

@@ -1071,12 +1071,20 @@ async fn a_signed_slack_restore_asks_for_confirmation_and_the_same_user_confirmi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let msgs = posted.lock().unwrap().clone();
+    let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap()).collect();
     assert!(
-        msgs.iter().any(|m| m["text"]
-            .as_str()
-            .unwrap()
-            .contains("FAILED: BackoffLimitExceeded")),
-        "{msgs:?}"
+        texts.iter().any(|t| t.contains("Only <@U_ALICE>")),
+        "refusals reach the response_url: {texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("started by <@U_ALICE>")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("FAILED: BackoffLimitExceeded")),
+        "{texts:?}"
     );
 }
 
