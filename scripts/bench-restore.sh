@@ -25,13 +25,34 @@ ARCHIVE=$(cd "$WORK" && ls eternia-backup-*.tar.zst)
 
 measure() { /usr/bin/time -f '%e %M' -o "$WORK/time" sh -c "$1" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; exit 1; }; cat "$WORK/time"; }
 fresh() { dropdb --if-exists "$1"; createdb "$1"; }
-fresh ${DB}_r_bare; read -r t_bare _ < <(measure "pg_restore -j2 -d ${DB}_r_bare $WORK/db.dump")
-fresh ${DB}_r_eb1; read -r t_eb1 m_eb1 < <(measure "$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --target-database ${DB}_r_eb1")
-fresh ${DB}_r_eb2; read -r t_eb2 m_eb2 < <(measure "$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --jobs 2 --target-database ${DB}_r_eb2")
-fresh ${DB}_r_seed; read -r t_seed _ < <(measure "gunzip -c $WORK/db.sql.gz | psql -q -d ${DB}_r_seed")
+# Each run starts from the same state: the previous restore's dirty pages flushed (CHECKPOINT + sync), so
+# no run pays for the one before it. The order rotates every round; the table reports medians.
+settle() { psql -qAtc CHECKPOINT >/dev/null; sync; sleep 1; }
+ROUNDS=${ROUNDS:-3}
+declare -A T M
+run_one() {
+  case $1 in
+    bare) cmd="pg_restore -j2 -d ${DB}_r_bare $WORK/db.dump" ;;
+    eb1) cmd="$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --target-database ${DB}_r_eb1" ;;
+    eb2) cmd="$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --jobs 2 --target-database ${DB}_r_eb2" ;;
+    seed) cmd="gunzip -c $WORK/db.sql.gz | psql -q -d ${DB}_r_seed" ;;
+  esac
+  fresh "${DB}_r_$1"; settle
+  read -r t m < <(measure "$cmd")
+  T[$1]="${T[$1]:-} $t"; M[$1]="${M[$1]:-} $m"
+  dropdb --if-exists "${DB}_r_$1"
+}
+order=(bare eb1 eb2 seed)
+for round in $(seq "$ROUNDS"); do
+  for i in 0 1 2 3; do run_one "${order[$(( (i + round - 1) % 4 ))]}"; done
+  echo "round $round:$(for k in bare eb1 eb2 seed; do printf ' %s=%s' "$k" "$(echo "${T[$k]}" | awk '{print $NF}')"; done)" >&2
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+t_bare=$(echo "${T[bare]}" | median); t_eb1=$(echo "${T[eb1]}" | median); t_eb2=$(echo "${T[eb2]}" | median); t_seed=$(echo "${T[seed]}" | median)
+m_eb1=$(echo "${M[eb1]}" | median); m_eb2=$(echo "${M[eb2]}" | median)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 cat <<TABLE
-restore of $DB ($(psql -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)
+restore of $DB ($(psql -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), median of $ROUNDS rounds (rotating order)
 
 | run | wall s | × pg_restore -j2 | peak RSS MiB |
 |---|---|---|---|

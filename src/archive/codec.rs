@@ -114,11 +114,11 @@ pub fn hash_alongside<R: Read + Send + 'static>(
             buf.truncate(filled);
             hasher.update(&buf);
             total += filled as u64;
-            if let Some(tx) = &consumer {
-                if tx.send(Ok(buf)).is_err() {
-                    // The consumer stopped (it found a problem): keep hashing to the end.
-                    consumer = None;
-                }
+            if let Some(tx) = &consumer
+                && tx.send(Ok(buf)).is_err()
+            {
+                // The consumer stopped (it found a problem): keep hashing to the end.
+                consumer = None;
             }
         }
     });

@@ -363,10 +363,10 @@ impl RestoreJobs {
                 return Ok(Started::Existing(status_of(job)));
             }
         }
-        if !req.dry_run {
-            if let Some(what) = self.running().await? {
-                return Err(ApiError::Conflict(what));
-            }
+        if !req.dry_run
+            && let Some(what) = self.running().await?
+        {
+            return Err(ApiError::Conflict(what));
         }
         let cronjob = self.template().await?;
         let id = new_id(&req.requested_by);
@@ -406,7 +406,7 @@ impl RestoreJobs {
             .await
             .map_err(|e| ApiError::kube("list restore jobs", e))?;
         let mut all: Vec<RestoreStatus> = jobs.items.iter().map(status_of).collect();
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         all.truncate(n);
         Ok(all)
     }

@@ -382,10 +382,10 @@ pub fn parse_jwks(doc: &[u8]) -> Result<HashMap<String, (Algorithm, DecodingKey)
             }
             _ => continue,
         };
-        if let Some(declared) = jwk.common.key_algorithm {
-            if format!("{declared:?}") != format!("{alg:?}") {
-                continue;
-            }
+        if let Some(declared) = jwk.common.key_algorithm
+            && format!("{declared:?}") != format!("{alg:?}")
+        {
+            continue;
         }
         if let Ok(key) = DecodingKey::from_jwk(jwk) {
             out.insert(kid, (alg, key));

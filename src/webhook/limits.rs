@@ -71,10 +71,10 @@ impl<V: Clone> SeenIds<V> {
     /// recorded before, if any.
     pub fn insert_or_get(&self, id: &str, value: V, expires: i64, now: i64) -> Option<V> {
         let mut m = self.entries.lock().expect("seen ids lock");
-        if let Some((v, exp)) = m.get(id) {
-            if *exp >= now {
-                return Some(v.clone());
-            }
+        if let Some((v, exp)) = m.get(id)
+            && *exp >= now
+        {
+            return Some(v.clone());
         }
         if m.len() >= MAX_ENTRIES {
             m.retain(|_, (_, exp)| *exp >= now);

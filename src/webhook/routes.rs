@@ -53,16 +53,15 @@ pub fn app(
 
 /// The caller's address: the peer, or the first X-Forwarded-For hop when configured to trust it.
 fn source(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        if let Some(ip) = req
+    if trust_forwarded_for
+        && let Some(ip) = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|v| v.trim().parse().ok())
-        {
-            return Some(ip);
-        }
+    {
+        return Some(ip);
     }
     req.peer_addr().map(|a| a.ip())
 }
@@ -80,15 +79,15 @@ async fn guard(
     let limited = path.starts_with("/v1/") || path.starts_with("/slack/");
     if limited && state.rate.enabled() {
         let ip = source(req.request(), state.trust_forwarded_for);
-        if let Some(ip) = ip {
-            if !state.rate.allow(ip, Instant::now()) {
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                state.metrics.request(&route, 429);
-                state.metrics.auth_failure("rate_limited");
-                return Ok(req
-                    .into_response(ApiError::RateLimited.error_response())
-                    .map_into_boxed_body());
-            }
+        if let Some(ip) = ip
+            && !state.rate.allow(ip, Instant::now())
+        {
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+            state.metrics.request(&route, 429);
+            state.metrics.auth_failure("rate_limited");
+            return Ok(req
+                .into_response(ApiError::RateLimited.error_response())
+                .map_into_boxed_body());
         }
     }
     let res = next.call(req).await?;
@@ -288,10 +287,9 @@ async fn create_restore(
             key.clone(),
             caller.expires,
             now,
-        ) {
-            if first != key {
-                return Err(refuse_token(&req, &state, "restore", Refusal::Replayed));
-            }
+        ) && first != key
+        {
+            return Err(refuse_token(&req, &state, "restore", Refusal::Replayed));
         }
     }
     let what = format!(
@@ -518,16 +516,15 @@ async fn slack_command(
     let cmd: SlashCommand = serde_urlencoded::from_bytes(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a Slack slash command form: {e}")))?;
     let now = jiff::Timestamp::now().as_second();
-    if !cmd.trigger_id.is_empty() {
-        if let Some(reply) = state
+    if !cmd.trigger_id.is_empty()
+        && let Some(reply) = state
             .slack_replies
             .get(&format!("cmd:{}", cmd.trigger_id), now)
-        {
-            // Slack retried (it waits 3 s): answer the same, do nothing twice.
-            return Ok(HttpResponse::Ok()
-                .content_type("application/json")
-                .body(reply));
-        }
+    {
+        // Slack retried (it waits 3 s): answer the same, do nothing twice.
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(reply));
     }
     let who = format!("slack:{}", cmd.user_id);
     if let Err(r) = slack_allowed(slack, &cmd.user_id, &cmd.channel_id) {

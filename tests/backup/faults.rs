@@ -264,3 +264,83 @@ fn a_malformed_label_selector_is_a_configuration_error() {
     .failed(2);
     assert!(error_line(&r).contains("label selector"), "{}", r.stderr);
 }
+
+/// Issue "hardening": SIGKILL at 20 points spread over a whole backup (connect, dump, compress, fsync,
+/// rename, sidecar, retention). After each kill every listed backup verifies, nothing partial is listed,
+/// the newest good backup is untouched, and the next backup succeeds.
+#[test]
+fn twenty_backups_killed_at_random_points_never_leave_a_listed_backup_that_fails_to_verify() {
+    let db = TestDb::with_sample_data();
+    // ~30 MB of rows so a backup takes long enough to be hit in its middle.
+    db.sql("CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body FROM generate_series(1, 300000) g");
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let started = std::time::Instant::now();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let full = started.elapsed().as_millis() as u64;
+    // A fixed xorshift sequence: the same kill points on every run, spread over 0..1.2× a full backup.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut points = Vec::new();
+    for _ in 0..20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        points.push(x % (full * 12 / 10).max(50));
+    }
+    let (mut completed, mut mid_write) = (0, 0);
+    let partials =
+        |d: &std::path::Path| files(d).iter().filter(|f| f.ends_with(".partial")).count();
+    for (i, ms) in points.iter().enumerate() {
+        let before = list_json(dir.path());
+        let partials_before = partials(dir.path());
+        let newest = before.last().unwrap()["name"].as_str().unwrap().to_owned();
+        let newest_bytes = std::fs::read(dir.path().join(&newest)).unwrap();
+        let mut child = backup_cmd(&db, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+
+        let listed = list_json(dir.path());
+        if listed.len() > before.len() {
+            completed += 1;
+        } else if partials(dir.path()) > partials_before {
+            mid_write += 1;
+        }
+        for b in &listed {
+            let name = b["name"].as_str().unwrap();
+            assert!(
+                !name.ends_with(".partial"),
+                "kill {i} at {ms} ms: {name} listed"
+            );
+            run(bin().env("BACKUP_DIR", dir.path()).args(["verify", name])).ok();
+        }
+        assert!(
+            listed.iter().any(|b| b["name"] == newest.as_str()),
+            "kill {i} at {ms} ms: the newest good backup {newest} disappeared"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(&newest)).unwrap(),
+            newest_bytes,
+            "kill {i} at {ms} ms: the newest good backup changed"
+        );
+    }
+    eprintln!(
+        "20 kills: {mid_write} while the archive was being written, {completed} after it completed, {} before it began",
+        20 - mid_write - completed
+    );
+    assert!(
+        mid_write >= 3,
+        "too few kills landed mid-write ({mid_write}): the spread is off"
+    );
+    let before = list_json(dir.path()).len();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    assert_eq!(
+        list_json(dir.path()).len(),
+        before + 1,
+        "the next backup succeeds"
+    );
+}

@@ -1233,6 +1233,9 @@ async fn serve_binary(env: &[(&str, &str)]) -> Served {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("serve did not answer /healthz within 10 s");
 }
 
