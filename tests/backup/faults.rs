@@ -344,3 +344,157 @@ fn twenty_backups_killed_at_random_points_never_leave_a_listed_backup_that_fails
         "the next backup succeeds"
     );
 }
+
+fn restore_in(db: &TestDb, dir: &std::path::Path) -> std::process::Command {
+    let mut c = bin();
+    c.env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir)
+        .args(["restore", "--no-kubernetes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
+/// A sample database with enough rows that a restore takes a while, backed up once, then changed.
+fn backed_up_then_changed() -> (TestDb, tempfile::TempDir) {
+    let db = TestDb::with_sample_data();
+    db.sql("CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body FROM generate_series(1, 400000) g");
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    db.sql("DELETE FROM customers WHERE id > 10; CREATE TABLE changed_after_backup (x int); INSERT INTO changed_after_backup VALUES (42)");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    (db, dir)
+}
+
+#[test]
+fn a_swap_restore_killed_midway_leaves_the_live_database_untouched_and_the_next_restore_succeeds() {
+    let (db, dir) = backed_up_then_changed();
+    let mut child = restore_in(&db, dir.path())
+        .args(["latest", "--mode", "swap", "--no-safety-backup"])
+        .spawn()
+        .unwrap();
+    let scratch = format!(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_restore\\_%'",
+        db.name
+    );
+    wait_for(|| psql("postgres", &scratch) != "0");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "10",
+        "the live database was not touched"
+    );
+    assert_eq!(db.sql("SELECT x FROM changed_after_backup"), "42");
+    run(&mut restore_in(&db, dir.path()).args(["latest", "--mode", "swap", "--no-safety-backup"]))
+        .ok();
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    assert_eq!(db.sql("SELECT count(*) FROM bulk"), "400000");
+}
+
+#[test]
+fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
+    let (db, dir) = backed_up_then_changed();
+    let before = list_json(dir.path()).len();
+    let mut child = restore_in(&db, dir.path()).arg("latest").spawn().unwrap();
+    // Kill once the safety backup exists and pg_restore is loading rows (a COPY runs in the database).
+    wait_for(|| list_json(dir.path()).len() > before);
+    wait_for(|| {
+        psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query ILIKE 'COPY %'",
+                db.name
+            ),
+        ) != "0"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+
+    let listed = list_json(dir.path());
+    let safety = listed.last().unwrap()["name"].as_str().unwrap().to_owned();
+    run(&mut restore_in(&db, dir.path()).args([safety.as_str(), "--no-safety-backup"])).ok();
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "10",
+        "the state before the restore is back"
+    );
+    assert_eq!(db.sql("SELECT x FROM changed_after_backup"), "42");
+    assert_eq!(db.sql("SELECT count(*) FROM bulk"), "400000");
+}
+
+#[test]
+fn postgres_crashing_mid_dump_fails_clearly_keeps_the_previous_backup_and_the_next_run_succeeds() {
+    let password = "crash-test-pw-5d1e";
+    let Some(pg) = PrivatePg::start(password) else {
+        eprintln!(
+            "SKIPPED: cannot start a private PostgreSQL cluster here (needs root and runuser)"
+        );
+        return;
+    };
+    pg.psql(
+        password,
+        "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body FROM generate_series(1, 1000000) g",
+    );
+    let dir = tempdir();
+    let url = format!(
+        "postgres://postgres:{password}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let backup = || {
+        let mut c = bin();
+        c.env("DATABASE_URL", &url)
+            .env("BACKUP_DIR", dir.path())
+            .args(["backup", "--no-kubernetes"]);
+        c
+    };
+    run(&mut backup()).ok();
+    let good = list_json(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let child = backup()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Crash once pg_dump has streamed a few MiB (a chunk is in the archive).
+    wait_for(|| {
+        files(dir.path()).iter().any(|f| {
+            f.ends_with(".partial")
+                && std::fs::metadata(dir.path().join(f)).is_ok_and(|m| m.len() > 1 << 20)
+        })
+    });
+    pg.crash();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    eprintln!(
+        "error after the crash: {}",
+        stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        stderr.contains("pg_dump") || stderr.contains("database"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(password),
+        "the password is never printed: {stderr}"
+    );
+    assert_eq!(
+        list_json(dir.path()),
+        good,
+        "nothing half-written is listed"
+    );
+    run(bin()
+        .env("BACKUP_DIR", dir.path())
+        .args(["verify", good[0]["name"].as_str().unwrap()]))
+    .ok();
+
+    pg.start_again();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    run(&mut backup()).ok();
+    assert_eq!(list_json(dir.path()).len(), 2, "the next run succeeds");
+}

@@ -258,7 +258,12 @@ impl PrivatePg {
             .prefix("eb-pg")
             .tempdir_in("/tmp")
             .ok()?;
-        let port = 55000 + (std::process::id() % 1000) as u16;
+        // A port free right now (two private clusters may run at once in this test process).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, password).ok()?;
         let data = dir.path().join("data");
@@ -285,6 +290,55 @@ impl PrivatePg {
             dir.path().display()
         ));
         ok.then_some(PrivatePg { port, dir, bin })
+    }
+
+    fn pg_ctl(&self, action: &str) -> bool {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c"])
+            .arg(format!(
+                "{}/pg_ctl -D {}/data -o '-p {} -k /tmp -c listen_addresses=127.0.0.1' -l {}/log -w {action} >/dev/null",
+                self.bin.display(),
+                self.dir.path().display(),
+                self.port,
+                self.dir.path().display()
+            ))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl -m immediate stop`).
+    pub fn crash(&self) {
+        assert!(self.pg_ctl("-m immediate stop"), "pg_ctl stop failed");
+    }
+
+    pub fn start_again(&self) {
+        assert!(self.pg_ctl("start"), "pg_ctl start failed");
+    }
+
+    /// psql as `postgres` with `password` against this cluster.
+    pub fn psql(&self, password: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .env("PGPASSWORD", password)
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
 
