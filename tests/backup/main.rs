@@ -7,6 +7,7 @@ mod archive_safety;
 mod backup_cli;
 mod encryption;
 mod faults;
+mod fuzz_inputs;
 mod kube_export;
 mod kube_restore;
 mod lease;

@@ -1381,3 +1381,58 @@ async fn secrets_and_tokens_never_appear_in_the_webhooks_output_or_metrics() {
     );
     assert!(out.contains("wrong_audience"), "{out}");
 }
+
+// ---------- under load ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_mixed_requests_at_once_start_exactly_one_restore_and_refuse_every_invalid_one()
+ {
+    let app = Arc::new(spawn_app(Options::default()).await);
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(b"forged-forged-forged-forged-forged-forged"),
+    )
+    .unwrap();
+    let valid = hs256(&claims());
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..2000 {
+        let app = app.clone();
+        let token = if i % 2 == 0 {
+            valid.clone()
+        } else {
+            forged.clone()
+        };
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let status = app
+                .post_restore(Some(&token), json!({"backup": "latest"}))
+                .await
+                .status()
+                .as_u16();
+            drop(permit);
+            (i % 2 == 0, status)
+        }));
+    }
+    let mut counts: std::collections::BTreeMap<(bool, u16), usize> = Default::default();
+    for t in tasks {
+        *counts.entry(t.await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        counts.get(&(true, 202)),
+        Some(&1),
+        "exactly one restore started: {counts:?}"
+    );
+    assert_eq!(
+        counts.get(&(true, 409)),
+        Some(&999),
+        "every other valid request saw it running: {counts:?}"
+    );
+    assert_eq!(
+        counts.get(&(false, 401)),
+        Some(&1000),
+        "every forged one refused: {counts:?}"
+    );
+    assert_eq!(app.jobs().await.len(), 1);
+}
