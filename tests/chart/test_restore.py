@@ -78,3 +78,13 @@ def test_the_drill_is_off_by_default_and_runs_weekly_when_enabled(default_render
     assert ctr["args"] == ["drill", "latest"]
     env = container_env(rendered, ctr)
     assert "LEASE_NAMESPACE" not in env
+
+
+def test_the_restore_template_keeps_ten_finished_jobs_so_the_webhook_can_report_recent_restores(default_render):
+    spec = default_render.get("CronJob", "database-restore", "backup")["spec"]
+    assert spec["successfulJobsHistoryLimit"] == 10
+    assert spec["failedJobsHistoryLimit"] == 10
+    spec = render("restore.successfulJobsHistoryLimit=2", "restore.failedJobsHistoryLimit=4").get(
+        "CronJob", "database-restore", "backup"
+    )["spec"]
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (2, 4)

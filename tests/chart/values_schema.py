@@ -193,6 +193,8 @@ schema = {
             "backoffLimit": i("Retries.", 0),
             "activeDeadlineSeconds": i("Job deadline.", 1),
             "ttlSecondsAfterFinished": i("TTL of finished Jobs.", 0, True),
+            "successfulJobsHistoryLimit": i("Successful restore Jobs kept.", 0),
+            "failedJobsHistoryLimit": i("Failed restore Jobs kept.", 0),
             "extraArgs": strlist("Extra arguments."),
             "resources": resources,
             "podAnnotations": strmap("Pod annotations."),
