@@ -298,7 +298,8 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
 }
 
 /// Names have one-second resolution: when a backup of this second already exists (a manual run right
-/// after the scheduled one), wait for the next second rather than ever overwrite it.
+/// after the scheduled one), or a killed run of this second left its `.partial`, wait for the next
+/// second rather than ever overwrite either.
 async fn fresh_name(plan: &BackupPlan) -> (Timestamp, ArchiveName) {
     loop {
         let created = Timestamp::now();
@@ -312,7 +313,7 @@ async fn fresh_name(plan: &BackupPlan) -> (Timestamp, ArchiveName) {
             .stores
             .local
             .as_ref()
-            .is_some_and(|l| l.dir().join(name.file_name()).exists())
+            .is_some_and(|l| l.name_taken(&name))
         {
             return (created, name);
         }

@@ -276,10 +276,9 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
                 .map_err(|e| with_undo(e, &undo))?;
         }
         Mode::Swap => {
-            let stamp = Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
-            let scratch = pg::derived_name(&db, &format!("restore_{stamp}"));
-            let previous = pg::derived_name(&db, &format!("pre_restore_{stamp}"));
             let mut conn = pg::maintenance(&plan.target).await?;
+            let [scratch, previous] =
+                unused_names(&mut conn, &plan.target, &db, ["restore", "pre_restore"]).await?;
             let exists = pg::database_exists(&mut conn, &plan.target, &db).await?;
             pg::create_database(
                 &mut conn,
@@ -422,11 +421,8 @@ pub async fn drill(
     let (store, name) = locate(stores, which).await?;
     let (manifest, _) = verified(store, &name, &identity, None).await?;
     let verify_time = t0.elapsed();
-    let scratch = pg::derived_name(
-        &target.dbname,
-        &format!("drill_{}", Timestamp::now().strftime("%Y%m%d_%H%M%S")),
-    );
     let mut conn = pg::maintenance(target).await?;
+    let [scratch] = unused_names(&mut conn, target, &target.dbname, ["drill"]).await?;
     pg::create_database(&mut conn, target, &scratch, None).await?;
     let into = target.with_database(&scratch);
     let t1 = Instant::now();
@@ -489,4 +485,30 @@ async fn run_checks(target: &PgTarget, sql: &str) -> Result<Vec<String>> {
     }
     let _ = conn.close().await;
     Ok(problems)
+}
+
+/// `<db>_<kind>_<YYYYmmdd_HHMMSS>` names no database has yet. A killed restore or drill leaves its
+/// scratch database behind; a run in the same second waits for the next one rather than reuse or drop it.
+async fn unused_names<const N: usize>(
+    conn: &mut sqlx::PgConnection,
+    target: &PgTarget,
+    db: &str,
+    kinds: [&str; N],
+) -> Result<[String; N]> {
+    loop {
+        let now = Timestamp::now();
+        let stamp = now.strftime("%Y%m%d_%H%M%S").to_string();
+        let names = kinds.map(|k| pg::derived_name(db, &format!("{k}_{stamp}")));
+        let mut free = true;
+        for n in &names {
+            free &= !pg::database_exists(conn, target, n).await?;
+        }
+        if free {
+            return Ok(names);
+        }
+        tokio::time::sleep(Duration::from_millis(
+            1000 - u64::from(now.subsec_millisecond().unsigned_abs()) + 5,
+        ))
+        .await;
+    }
 }

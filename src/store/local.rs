@@ -35,6 +35,12 @@ impl LocalStore {
         &self.dir
     }
 
+    /// True when an archive of this name exists here, complete or as the `.partial` a killed run left.
+    pub fn name_taken(&self, name: &ArchiveName) -> bool {
+        let file = name.file_name();
+        self.dir.join(&file).exists() || self.dir.join(format!("{file}{PARTIAL_SUFFIX}")).exists()
+    }
+
     /// Fails clearly when the directory is missing or not a directory.
     pub fn check_dir(&self) -> Result<()> {
         match fs::metadata(&self.dir) {

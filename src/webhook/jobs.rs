@@ -273,6 +273,28 @@ pub fn job_from_template(cronjob: &CronJob, id: &str, req: &NewRestore) -> Resul
     })
 }
 
+/// The template's `app.kubernetes.io/` labels as a selector: it matches Jobs made from the template by
+/// hand too. Without such labels, only the webhook's own restore Jobs (never a backup Job).
+fn template_selector(cronjob: &CronJob) -> String {
+    let labels = cronjob
+        .spec
+        .as_ref()
+        .and_then(|s| s.job_template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref());
+    let selector = labels
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("app.kubernetes.io/"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if selector.is_empty() {
+        LABEL_RESTORE_ID.to_owned()
+    } else {
+        selector
+    }
+}
+
 pub fn job_name(cronjob: &str, id: &str) -> String {
     let base: String = cronjob.chars().take(63 - id.len() - 1).collect();
     format!("{}-{id}", base.trim_end_matches('-'))
@@ -303,6 +325,11 @@ impl RestoreJobs {
     /// What is restoring right now, if anything: the Lease holder or a live restore Job.
     #[instrument(skip(self))]
     pub async fn running(&self) -> Result<Option<String>, ApiError> {
+        let cronjob = self.template().await?;
+        self.running_from(&cronjob).await
+    }
+
+    async fn running_from(&self, cronjob: &CronJob) -> Result<Option<String>, ApiError> {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lease_namespace);
         let lease = leases
             .get_opt(&self.lease_name)
@@ -314,10 +341,9 @@ impl RestoreJobs {
                 self.lease_namespace, self.lease_name
             )));
         }
-        let selector = self.template_selector().await?;
         let jobs = self
             .jobs()
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(&template_selector(cronjob)))
             .await
             .map_err(|e| ApiError::kube("list restore jobs", e))?;
         Ok(jobs
@@ -331,22 +357,6 @@ impl RestoreJobs {
                     j.metadata.name.as_deref().unwrap_or("?")
                 )
             }))
-    }
-
-    /// The template's labels as a selector: matches Jobs made from it by hand too.
-    async fn template_selector(&self) -> Result<String, ApiError> {
-        let cj = self.template().await?;
-        let labels = cj
-            .spec
-            .and_then(|s| s.job_template.metadata)
-            .and_then(|m| m.labels)
-            .unwrap_or_default();
-        Ok(labels
-            .iter()
-            .filter(|(k, _)| k.starts_with("app.kubernetes.io/"))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","))
     }
 
     /// Starts a restore unless one with the same idempotency key exists (returned instead) or another
@@ -363,12 +373,12 @@ impl RestoreJobs {
                 return Ok(Started::Existing(status_of(job)));
             }
         }
+        let cronjob = self.template().await?;
         if !req.dry_run
-            && let Some(what) = self.running().await?
+            && let Some(what) = self.running_from(&cronjob).await?
         {
             return Err(ApiError::Conflict(what));
         }
-        let cronjob = self.template().await?;
         let id = new_id(&req.requested_by);
         let job = job_from_template(&cronjob, &id, req)?;
         let created = self

@@ -388,8 +388,13 @@ fn a_swap_restore_killed_midway_leaves_the_live_database_untouched_and_the_next_
         "the live database was not touched"
     );
     assert_eq!(db.sql("SELECT x FROM changed_after_backup"), "42");
-    run(&mut restore_in(&db, dir.path()).args(["latest", "--mode", "swap", "--no-safety-backup"]))
-        .ok();
+    // Captured output this time (restore_in discards it).
+    let mut again = restore_in(&db, dir.path());
+    again
+        .args(["latest", "--mode", "swap", "--no-safety-backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    run(&mut again).ok();
     assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
     assert_eq!(db.sql("SELECT count(*) FROM bulk"), "400000");
 }
@@ -497,4 +502,62 @@ fn postgres_crashing_mid_dump_fails_clearly_keeps_the_previous_backup_and_the_ne
     std::thread::sleep(std::time::Duration::from_millis(1100));
     run(&mut backup()).ok();
     assert_eq!(list_json(dir.path()).len(), 2, "the next run succeeds");
+}
+
+/// The next three seconds' names, as a killed run of each would have left them.
+fn next_seconds(f: impl Fn(jiff::Timestamp) -> String) -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    (0..4)
+        .map(|s| f(now + jiff::SignedDuration::from_secs(s)))
+        .collect()
+}
+
+#[test]
+fn a_partial_left_by_a_killed_run_in_the_same_second_is_never_reused_or_removed() {
+    use eternia_backup::archive::{ArchiveName, Compression};
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let planted = next_seconds(|t| {
+        format!(
+            "{}.partial",
+            ArchiveName::new("eternia-backup", t, Compression::Gzip, false).file_name()
+        )
+    });
+    for p in &planted {
+        std::fs::write(dir.path().join(p), b"left by a killed run").unwrap();
+    }
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    for p in &planted {
+        assert_eq!(
+            std::fs::read(dir.path().join(p)).unwrap(),
+            b"left by a killed run"
+        );
+    }
+    assert_eq!(list_json(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_scratch_database_left_by_a_killed_swap_restore_is_never_reused_or_dropped() {
+    let (db, dir) = backed_up_then_changed();
+    let planted = next_seconds(|t| format!("{}_restore_{}", db.name, t.strftime("%Y%m%d_%H%M%S")));
+    for p in &planted {
+        psql("postgres", &format!("CREATE DATABASE \"{p}\""));
+    }
+    let mut again = restore_in(&db, dir.path());
+    again
+        .args(["latest", "--mode", "swap", "--no-safety-backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    run(&mut again).ok();
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    for p in &planted {
+        assert_eq!(
+            psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{p}'")
+            ),
+            "1"
+        );
+        psql("postgres", &format!("DROP DATABASE \"{p}\""));
+    }
 }
