@@ -421,7 +421,7 @@ fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
 
     let listed = list_json(dir.path());
     let safety = listed.last().unwrap()["name"].as_str().unwrap().to_owned();
-    run(&mut restore_in(&db, dir.path()).args([safety.as_str(), "--no-safety-backup"])).ok();
+    run(restore_in(&db, dir.path()).args([safety.as_str(), "--no-safety-backup"])).ok();
     assert_eq!(
         db.sql("SELECT count(*) FROM customers"),
         "10",

@@ -221,7 +221,7 @@ fn random_configuration_strings_are_refused_or_parsed_but_never_panic() {
             let _ = parse_size(&text);
             let _ = parse_duration(&text);
             let _ = Selector::parse(&text);
-            let _ = Policy::parse_claims(&[text.clone()]);
+            let _ = Policy::parse_claims(std::slice::from_ref(&text));
             let _ = Pattern::new(&text).matches("repo:eternia/app:environment:production");
             let _ = Command::parse(&text);
         });
