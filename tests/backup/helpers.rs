@@ -316,8 +316,12 @@ impl PrivatePg {
         assert!(self.pg_ctl("start"), "pg_ctl start failed");
     }
 
-    /// psql as `postgres` with `password` against this cluster.
+    /// psql as `postgres` with `password` against this cluster's `postgres` database.
     pub fn psql(&self, password: &str, sql: &str) -> String {
+        self.psql_in(password, "postgres", sql)
+    }
+
+    pub fn psql_in(&self, password: &str, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
             .args([
                 "-h",
@@ -327,7 +331,7 @@ impl PrivatePg {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                db,
             ])
             .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
             .env("PGPASSWORD", password)

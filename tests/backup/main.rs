@@ -16,4 +16,5 @@ mod rbac_contract;
 mod restore;
 mod retention_cli;
 mod s3;
+mod secrets_leak;
 mod webhook;

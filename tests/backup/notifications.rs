@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use crate::helpers::*;
 
 /// A one-shot HTTP server standing in for Slack's incoming webhook; sends each request body back.
-fn fake_slack(status: u16) -> (String, mpsc::Receiver<String>) {
+pub fn fake_slack(status: u16) -> (String, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "http://{}/services/T000/B000/XXXX",
