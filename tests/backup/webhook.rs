@@ -217,6 +217,34 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A signed, fresh button click.
+    async fn click(&self, user: &str, value: &str, response_url: &str) -> reqwest::Response {
+        self.slack(
+            "/slack/interactions",
+            &click_form(user, value, response_url),
+            now(),
+            None,
+        )
+        .await
+    }
+
+    /// A signed, fresh slash command.
+    async fn command(
+        &self,
+        user: &str,
+        text: &str,
+        response_url: &str,
+        trigger: &str,
+    ) -> reqwest::Response {
+        self.slack(
+            "/slack/commands",
+            &command_form(user, text, response_url, trigger),
+            now(),
+            None,
+        )
+        .await
+    }
+
     async fn slack(
         &self,
         path: &str,
@@ -982,12 +1010,7 @@ async fn a_signed_slack_restore_asks_for_confirmation_and_the_same_user_confirmi
     let app = spawn_app(Options::default()).await;
     let (url, posted) = response_url_sink().await;
     let r = app
-        .slack(
-            "/slack/commands",
-            &command_form("U_ALICE", "restore latest", &url, "trig-1"),
-            now(),
-            None,
-        )
+        .command("U_ALICE", "restore latest", &url, "trig-1")
         .await;
     assert_eq!(r.status(), 200);
     let reply: Value = r.json().await.unwrap();
@@ -1002,14 +1025,7 @@ async fn a_signed_slack_restore_asks_for_confirmation_and_the_same_user_confirmi
     let value = confirm_value(&reply);
 
     // Bob may use the command, but cannot confirm Alice's restore.
-    let r = app
-        .slack(
-            "/slack/interactions",
-            &click_form("U_BOB", &value, &url),
-            now(),
-            None,
-        )
-        .await;
+    let r = app.click("U_BOB", &value, &url).await;
     let reply: Value = r.json().await.unwrap();
     assert!(
         reply["text"].as_str().unwrap().contains("Only <@U_ALICE>"),
@@ -1017,14 +1033,7 @@ async fn a_signed_slack_restore_asks_for_confirmation_and_the_same_user_confirmi
     );
     assert!(app.jobs().await.is_empty());
 
-    let r = app
-        .slack(
-            "/slack/interactions",
-            &click_form("U_ALICE", &value, &url),
-            now(),
-            None,
-        )
-        .await;
+    let r = app.click("U_ALICE", &value, &url).await;
     let reply: Value = r.json().await.unwrap();
     assert!(
         reply["text"]
@@ -1034,13 +1043,7 @@ async fn a_signed_slack_restore_asks_for_confirmation_and_the_same_user_confirmi
         "{reply}"
     );
     // A second click is the same restore.
-    app.slack(
-        "/slack/interactions",
-        &click_form("U_ALICE", &value, &url),
-        now(),
-        None,
-    )
-    .await;
+    app.click("U_ALICE", &value, &url).await;
     let jobs = app.jobs().await;
     assert_eq!(jobs.len(), 1);
     let name = jobs[0].metadata.name.clone().unwrap();
@@ -1091,25 +1094,11 @@ async fn a_signed_slack_restore_asks_for_confirmation_and_the_same_user_confirmi
 #[tokio::test]
 async fn a_forged_or_tampered_confirmation_starts_nothing() {
     let app = spawn_app(Options::default()).await;
-    let r = app
-        .slack(
-            "/slack/commands",
-            &command_form("U_ALICE", "restore latest", "", "trig-2"),
-            now(),
-            None,
-        )
-        .await;
+    let r = app.command("U_ALICE", "restore latest", "", "trig-2").await;
     let value = confirm_value(&r.json().await.unwrap());
     let (payload, mac) = value.split_once('.').unwrap();
     let forged = format!("{payload}.{}", "00".repeat(mac.len() / 2));
-    let r = app
-        .slack(
-            "/slack/interactions",
-            &click_form("U_ALICE", &forged, ""),
-            now(),
-            None,
-        )
-        .await;
+    let r = app.click("U_ALICE", &forged, "").await;
     let reply: Value = r.json().await.unwrap();
     assert!(
         reply["text"].as_str().unwrap().contains("not valid"),
@@ -1157,12 +1146,7 @@ async fn slack_requests_with_a_stale_timestamp_an_altered_body_or_no_signature_a
 async fn a_slack_user_not_on_the_allowlist_is_told_so_and_nothing_starts() {
     let app = spawn_app(Options::default()).await;
     let r = app
-        .slack(
-            "/slack/commands",
-            &command_form("U_MALLORY", "restore latest dry-run", "", "trig-4"),
-            now(),
-            None,
-        )
+        .command("U_MALLORY", "restore latest dry-run", "", "trig-4")
         .await;
     assert_eq!(r.status(), 200);
     let reply: Value = r.json().await.unwrap();
