@@ -225,15 +225,7 @@ fn a_backup_killed_midway_is_never_listed_and_the_next_one_succeeds() {
         files(dir.path()).iter().any(|f| f.ends_with(".partial")),
         "the kill left a partial file behind"
     );
-    assert_eq!(
-        list_json(dir.path()),
-        good,
-        "the partial file is never listed"
-    );
-    run(bin()
-        .env("BACKUP_DIR", dir.path())
-        .args(["verify", good[0]["name"].as_str().unwrap()]))
-    .ok();
+    assert_only_these_listed_and_they_verify(dir.path(), &good, "the partial file is never listed");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     run(&mut backup_cmd(&db, dir.path())).ok();
     assert_eq!(list_json(dir.path()).len(), 2);
@@ -488,15 +480,7 @@ fn postgres_crashing_mid_dump_fails_clearly_keeps_the_previous_backup_and_the_ne
         !stderr.contains(password),
         "the password is never printed: {stderr}"
     );
-    assert_eq!(
-        list_json(dir.path()),
-        good,
-        "nothing half-written is listed"
-    );
-    run(bin()
-        .env("BACKUP_DIR", dir.path())
-        .args(["verify", good[0]["name"].as_str().unwrap()]))
-    .ok();
+    assert_only_these_listed_and_they_verify(dir.path(), &good, "nothing half-written is listed");
 
     pg.start_again();
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -559,5 +543,20 @@ fn a_scratch_database_left_by_a_killed_swap_restore_is_never_reused_or_dropped()
             "1"
         );
         psql("postgres", &format!("DROP DATABASE \"{p}\""));
+    }
+}
+
+/// Exactly `good` is listed, and each of them still verifies.
+fn assert_only_these_listed_and_they_verify(
+    dir: &std::path::Path,
+    good: &[serde_json::Value],
+    why: &str,
+) {
+    assert_eq!(list_json(dir), good, "{why}");
+    for b in good {
+        run(bin()
+            .env("BACKUP_DIR", dir)
+            .args(["verify", b["name"].as_str().unwrap()]))
+        .ok();
     }
 }

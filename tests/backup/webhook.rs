@@ -207,14 +207,16 @@ impl TestApp {
     }
 
     async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.get("/metrics", None).await.text().await.unwrap()
+    }
+
+    /// `GET path`, with a bearer token when given.
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
     }
 
     /// A signed, fresh button click.
@@ -286,34 +288,16 @@ async fn refused(app: &TestApp, token: &str) -> (u16, Value) {
 #[tokio::test]
 async fn healthz_answers_and_openapi_lists_every_route_the_app_serves() {
     let app = spawn_app(Options::default()).await;
-    let r = app
-        .http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/healthz", None).await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/readyz", None).await;
     assert_eq!(
         r.status(),
         200,
         "the template CronJob exists, so the webhook is ready"
     );
 
-    let doc: Value = app
-        .http
-        .get(format!("{}/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
     for p in &paths {
         let url = format!("{}{}", app.base, p.replace("{id}", "0123abcd"));
@@ -344,12 +328,7 @@ async fn readyz_fails_naming_the_missing_restore_template() {
         ..Options::default()
     })
     .await;
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/readyz", None).await;
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert!(
@@ -766,13 +745,7 @@ async fn status_follows_the_job_from_pending_to_running_to_succeeded_and_a_new_r
     let id = body["id"].as_str().unwrap().to_owned();
     let job = body["job"].as_str().unwrap().to_owned();
     let get = || async {
-        let r = app
-            .http
-            .get(format!("{}/v1/restores/{id}", app.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(&format!("/v1/restores/{id}"), Some(&token)).await;
         assert_eq!(r.status(), 200);
         r.json::<Value>().await.unwrap()
     };
@@ -807,20 +780,9 @@ async fn status_follows_the_job_from_pending_to_running_to_succeeded_and_a_new_r
         "a finished restore does not block the next"
     );
 
-    let r = app
-        .http
-        .get(format!("{}/v1/restores/ffffffffffff", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/restores/ffffffffffff", Some(&token)).await;
     assert_eq!(r.status(), 404);
-    let r = app
-        .http
-        .get(format!("{}/v1/restores/{id}", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/v1/restores/{id}"), None).await;
     assert_eq!(r.status(), 401, "status needs a token too");
     // The follower noticed the outcome.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -907,12 +869,7 @@ async fn a_source_over_the_rate_limit_gets_429_and_health_checks_are_never_limit
     assert_eq!(statuses[..5], [401; 5]);
     assert_eq!(statuses[5..], [429; 3]);
     for _ in 0..10 {
-        let r = app
-            .http
-            .get(format!("{}/healthz", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get("/healthz", None).await;
         assert_eq!(r.status(), 200);
     }
     assert!(
