@@ -280,6 +280,10 @@ async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
         if let Some(n) = &s.safety_backup {
             println!("safety backup: {n} (to undo: eternia-backup restore {n})");
         }
+        println!(
+            "row counts match the manifest: {} tables by PostgreSQL's insert counters, {} counted",
+            s.row_check.by_counters, s.row_check.counted
+        );
         if let Some(p) = &s.previous_database {
             println!("previous database kept as {p}");
         }

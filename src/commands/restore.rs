@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::kube::apply::{self, Applied};
 use crate::kube::lease::LeaseConfig;
 use crate::postgres::PgTarget;
-use crate::postgres::restore::{self as pg, RestoreOptions};
+use crate::postgres::restore::{self as pg, Counting, RestoreOptions, RowCheck};
 use crate::store::BackupStore;
 use crate::store::select::Stores;
 
@@ -67,6 +67,8 @@ pub struct RestoreSummary {
     pub previous_database: Option<String>,
     pub tables: usize,
     pub rows: i64,
+    /// How the restored row counts were found equal to the manifest's.
+    pub row_check: RowCheck,
     pub objects: Vec<Applied>,
     pub restarted: Vec<String>,
     pub duration: Duration,
@@ -271,7 +273,7 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
                 .await
             };
             restored.await.map_err(|e| with_undo(e, &undo))?;
-            check_rows(&plan.target, &manifest)
+            summary.row_check = check_rows(&plan.target, &manifest)
                 .await
                 .map_err(|e| with_undo(e, &undo))?;
         }
@@ -302,6 +304,7 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
                 check_rows(&into_scratch, &manifest).await
             }
             .await;
+            let restored = restored.map(|check| summary.row_check = check);
             if let Err(e) = restored {
                 let _ = pg::drop_database(&mut conn, &plan.target, &scratch).await;
                 return Err(Error::Restore {
@@ -375,15 +378,19 @@ fn with_undo(e: Error, undo: &str) -> Error {
     }
 }
 
-async fn check_rows(target: &PgTarget, manifest: &Manifest) -> Result<()> {
-    let diffs = pg::compare_row_counts(target, &manifest.database.tables).await?;
-    if diffs.is_empty() {
+async fn check_rows(target: &PgTarget, manifest: &Manifest) -> Result<RowCheck> {
+    let check =
+        pg::compare_row_counts(target, &manifest.database.tables, Counting::CountersFirst).await?;
+    if check.differences.is_empty() {
         info!(
             tables = manifest.database.tables.len(),
+            by_counters = check.by_counters,
+            counted = check.counted,
             "row counts match the manifest"
         );
-        return Ok(());
+        return Ok(check);
     }
+    let diffs = &check.differences;
     Err(Error::Restore {
         step: "row count check".into(),
         problem: format!(
@@ -441,7 +448,10 @@ pub async fn drill(
             None,
         )
         .await?;
-        let mut problems = pg::compare_row_counts(&into, &manifest.database.tables).await?;
+        let mut problems =
+            pg::compare_row_counts(&into, &manifest.database.tables, Counting::Exact)
+                .await?
+                .differences;
         if let Some(sql) = &checks {
             problems.extend(run_checks(&into, sql).await?);
         }

@@ -7,10 +7,13 @@ use tracing::{info, instrument};
 
 use std::path::PathBuf;
 
-use crate::archive::codec::{HashingReader, decoder_with_identity_file, hash_alongside};
+use crate::archive::codec::{
+    HashingReader, decoder_with_identity_file, hash_alongside, read_ahead,
+};
 use crate::archive::manifest::{FORMAT_VERSION, chunk_number};
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
+use crate::postgres::dump_offsets::DumpWriter;
 use crate::store::{BackupStore, StoredBackup};
 
 #[derive(Debug, Clone)]
@@ -185,18 +188,22 @@ fn check_contents(
     extract_dump: Option<PathBuf>,
 ) -> Result<(crate::archive::reader::WalkSummary, Vec<Vec<u8>>)> {
     {
-        let decoded =
-            decoder_with_identity_file(input, compression, encrypted, identity_file.as_deref())?;
+        // Decryption and decompression on a thread of their own, beside the checksums.
+        let decoded = read_ahead(decoder_with_identity_file(
+            input,
+            compression,
+            encrypted,
+            identity_file.as_deref(),
+        )?);
         // The ConfigMaps/Secrets are small (etcd caps objects at ~1.5 MiB): keep them for the restore.
         let mut objects = Vec::new();
         // With `extract_dump`, the dump chunks are written to that file on the way (for pg_restore -j):
         // it is only used once every checksum matched.
         let mut dump = match &extract_dump {
-            Some(p) => Some(io::BufWriter::with_capacity(
-                1 << 20,
-                std::fs::File::create(p)
-                    .map_err(|e| Error::storage("cannot write the dump for pg_restore -j", p, e))?,
-            )),
+            Some(p) => Some(
+                DumpWriter::create(p, manifest.database.dump_bytes)
+                    .map_err(|e| dump_write_error(p, e))?,
+            ),
             None => None,
         };
         let summary = walk(&manifest.name, decoded, manifest, |path, r| {
@@ -205,17 +212,29 @@ fn check_contents(
                 r.take(MAX_OBJECT_BYTES).read_to_end(&mut v)?;
                 objects.push(v);
             } else if let (Some(w), true) = (dump.as_mut(), chunk_number(path).is_some()) {
-                io::copy(r, w)?;
+                w.copy_from(r)?;
             }
             Ok(())
         })?;
         if let (Some(w), Some(p)) = (dump, &extract_dump) {
-            w.into_inner()
-                // A scratch file read back at once by pg_restore: no fsync (a crash starts the restore over).
-                .map_err(|e| e.into_error())
-                .map(drop)
-                .map_err(|e| Error::storage("cannot write the dump for pg_restore -j", p, e))?;
+            w.finish().map_err(|e| dump_write_error(p, e))?;
         }
         Ok((summary, objects))
     }
+}
+
+fn dump_write_error(path: &std::path::Path, e: io::Error) -> Error {
+    let mut err = Error::storage("cannot write the dump for pg_restore -j", path, e);
+    if let Error::Storage { source, hint, .. } = &mut err
+        && matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+    {
+        *hint =
+            "the volume needs room for the whole dump with --jobs above 1; free some or restore \
+                 without --jobs (the dump is then streamed and needs no room)"
+                .into();
+    }
+    err
 }

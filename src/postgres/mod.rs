@@ -2,6 +2,7 @@
 //! streamed `pg_dump` (`dump`).
 
 pub mod dump;
+pub mod dump_offsets;
 pub mod restore;
 pub mod snapshot;
 pub mod target;

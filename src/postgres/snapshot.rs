@@ -63,26 +63,17 @@ impl Snapshot {
 
 /// Row counts of every ordinary and partitioned table outside the system schemas.
 pub async fn count_rows(conn: &mut PgConnection, target: &PgTarget) -> Result<Vec<TableCount>> {
-    let tables = sqlx::query(
+    let tables = sqlx::query(&format!(
         "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1, 2",
-    )
+         WHERE {USER_TABLES} ORDER BY 1, 2"
+    ))
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| target.error("cannot list tables", &e))?;
     let mut out = Vec::with_capacity(tables.len());
     for row in tables {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
-        let sql = format!(
-            "SELECT count(*) FROM {}.{}",
-            quote_ident(&schema),
-            quote_ident(&table)
-        );
-        let rows: i64 = sqlx::query_scalar(&sql)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| target.error(&format!("cannot count rows of {schema}.{table}"), &e))?;
+        let rows = count_table(conn, target, &schema, &table).await?;
         out.push(TableCount {
             schema,
             table,
@@ -90,6 +81,29 @@ pub async fn count_rows(conn: &mut PgConnection, target: &PgTarget) -> Result<Ve
         });
     }
     Ok(out)
+}
+
+/// The tables whose rows the manifest records (`c` is `pg_class`, `n` its `pg_namespace`): ordinary and
+/// partitioned tables outside the system schemas.
+pub const USER_TABLES: &str = "c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// `SELECT count(*)` of one table (its partitions and inheritance children included).
+pub async fn count_table(
+    conn: &mut PgConnection,
+    target: &PgTarget,
+    schema: &str,
+    table: &str,
+) -> Result<i64> {
+    let sql = format!(
+        "SELECT count(*) FROM {}.{}",
+        quote_ident(schema),
+        quote_ident(table)
+    );
+    sqlx::query_scalar(&sql)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| target.error(&format!("cannot count rows of {schema}.{table}"), &e))
 }
 
 pub fn quote_ident(s: &str) -> String {

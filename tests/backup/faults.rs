@@ -203,6 +203,48 @@ fn a_full_backup_volume_fails_clearly_keeps_older_backups_and_skips_retention() 
 }
 
 #[test]
+fn a_parallel_restore_without_room_for_its_dump_stops_before_touching_the_database() {
+    let Some(fs) = Tmpfs::mount("3m", false) else {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root)");
+        return;
+    };
+    let db = TestDb::with_sample_data();
+    // ~6 MB of dump that compresses to a few KiB: the archive fits, the extracted dump does not.
+    db.sql(
+        "CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 6000) g",
+    );
+    run(&mut backup_cmd(&db, &fs.path)).ok();
+    db.sql("DELETE FROM customers");
+
+    let r = run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", &fs.path)
+        .args([
+            "restore",
+            "latest",
+            "--no-kubernetes",
+            "--no-safety-backup",
+            "--jobs",
+            "2",
+        ]))
+    .failed(1);
+
+    let e = error_line(&r);
+    assert!(
+        e.contains("pg_restore -j") && e.contains("without --jobs"),
+        "{e}"
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "0");
+    assert!(
+        !files(&fs.path)
+            .iter()
+            .any(|f| f.contains("eternia-restore")),
+        "{:?}",
+        files(&fs.path)
+    );
+}
+
+#[test]
 fn a_backup_killed_midway_is_never_listed_and_the_next_one_succeeds() {
     let db = TestDb::with_sample_data();
     let dir = tempdir();

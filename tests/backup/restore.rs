@@ -31,6 +31,7 @@ fn clean_mode_brings_back_deleted_rows_and_dropped_tables_after_a_safety_backup(
         "exactly the backed-up state"
     );
     r.says("safety backup: eternia-backup-");
+    r.says("row counts match the manifest: 2 tables by PostgreSQL's insert counters, 0 counted");
     // The safety backup holds the damaged state, so the restore can be undone.
     let backups = list_json(dir.path());
     assert_eq!(backups.len(), 2);
@@ -125,6 +126,53 @@ fn restore_by_time_picks_the_newest_backup_before_it_and_unknown_names_are_refus
     run(restore_cmd(&db, empty.path()).arg("latest"))
         .failed(1)
         .says("no backup at all");
+}
+
+/// A backup whose dump leaves out one table's rows: every checksum matches (they describe what pg_dump
+/// wrote), but the manifest's row counts come from the database itself.
+fn backup_missing_the_invoices(db: &TestDb, dir: &std::path::Path) {
+    let tools = tempdir();
+    let dump = fake_pg_dump(
+        tools.path(),
+        r#"exec pg_dump --exclude-table-data='billing."Invoices"' "$@""#,
+    );
+    run(backup_cmd(db, dir).env("PG_DUMP_BIN", &dump)).ok();
+}
+
+#[test]
+fn rows_missing_from_the_dump_fail_the_row_count_check_in_either_mode() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    backup_missing_the_invoices(&db, dir.path());
+    damage(&db);
+
+    let r =
+        run(restore_cmd(&db, dir.path()).args(["latest", "--mode", "swap", "--no-safety-backup"]))
+            .failed(1);
+    r.says("billing.Invoices: 0 rows, the manifest says 120");
+    r.says("was not touched");
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
+
+    let r = run(restore_cmd(&db, dir.path()).arg("latest")).failed(1);
+    r.says("billing.Invoices: 0 rows, the manifest says 120");
+    r.says("eternia-backup restore eternia-backup-");
+}
+
+#[test]
+fn without_table_counters_on_the_server_every_table_is_counted() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    damage(&db);
+    psql(
+        "postgres",
+        &format!("ALTER DATABASE {} SET track_counts = off", db.name),
+    );
+
+    let r = run(restore_cmd(&db, dir.path()).args(["latest", "--no-safety-backup"])).ok();
+
+    r.says("row counts match the manifest: 0 tables by PostgreSQL's insert counters, 2 counted");
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
 }
 
 #[test]
@@ -258,15 +306,18 @@ fn parallel_restore_writes_the_dump_to_the_volume_and_removes_it_afterwards() {
     let dir = tempdir();
     run(&mut backup_cmd(&db, dir.path())).ok();
     damage(&db);
-    run(restore_cmd(&db, dir.path()).args([
-        "latest",
-        "--jobs",
-        "2",
-        "--no-safety-backup",
-        "--mode",
-        "swap",
-    ]))
-    .ok();
+    run(restore_cmd(&db, dir.path())
+        .args([
+            "latest",
+            "--jobs",
+            "2",
+            "--no-safety-backup",
+            "--mode",
+            "swap",
+        ])
+        .env("RUST_LOG", "info,eternia_backup=debug"))
+    .ok()
+    .says("data offsets written into the dump's table of contents");
     assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
     assert!(
         !files(dir.path())
@@ -289,4 +340,62 @@ fn parallel_restore_writes_the_dump_to_the_volume_and_removes_it_afterwards() {
             &format!("DROP DATABASE \"{kept}\" WITH (FORCE)"),
         );
     }
+}
+
+/// `pg_dump` through a pipe (as every backup runs it) and `pg_dump -f` (which can seek back and fill in
+/// the table of contents) of the same database; the piped dump, written out through `DumpFile`, must
+/// come out as `pg_dump -f` wrote it: only the creation time in the header may differ.
+#[test]
+fn the_dump_written_for_parallel_restore_gets_the_offsets_pg_dump_writes_into_a_file() {
+    use std::io::Write;
+    let db = TestDb::with_sample_data();
+    db.sql(
+        "SELECT lo_from_bytea(0, 'a large object'::bytea);
+         CREATE TABLE events (at date NOT NULL, what text) PARTITION BY RANGE (at);
+         CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         INSERT INTO events SELECT '2026-01-01'::date + g % 300, 'e' || g FROM generate_series(1, 5000) g;",
+    );
+    let dir = tempdir();
+    let (seekable, piped, written) = (
+        dir.path().join("seekable.dump"),
+        dir.path().join("piped.dump"),
+        dir.path().join("written.dump"),
+    );
+    let pg_dump = |extra: &str| {
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "pg_dump --format=custom --compress=0 -d '{}' {extra}",
+                    db.url()
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pg_dump(&format!("-f '{}'", seekable.display()));
+    pg_dump(&format!("| cat > '{}'", piped.display()));
+
+    let mut out = eternia_backup::postgres::dump_offsets::DumpFile::create(&written, 0).unwrap();
+    for piece in std::fs::read(&piped).unwrap().chunks(8191) {
+        out.write_all(piece).unwrap();
+    }
+    out.finish().unwrap();
+
+    let header = 64;
+    let differing = |a: &std::path::Path, b: &std::path::Path| {
+        let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+        assert_eq!(a.len(), b.len());
+        (header..a.len()).filter(|&i| a[i] != b[i]).count()
+    };
+    assert!(
+        differing(&piped, &seekable) > 0,
+        "the piped dump has no offsets"
+    );
+    assert_eq!(differing(&written, &seekable), 0);
 }
