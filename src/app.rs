@@ -258,7 +258,7 @@ async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
         safety,
         identity_file: args.identity_file.clone(),
         pg_restore: args.pg_restore.clone(),
-        jobs: args.jobs.clamp(1, 64),
+        jobs: args.jobs.map(|j| j.clamp(1, 64)),
         lease: (!args.backup.no_kubernetes && !args.dry_run).then(|| lease_config(&args.backup)),
         kubernetes,
     };

@@ -107,9 +107,10 @@ pub struct RestoreArgs {
     #[arg(long, env = "PG_RESTORE_BIN", default_value = "pg_restore")]
     pub pg_restore: PathBuf,
     /// Parallel pg_restore jobs. Above 1 the dump is first written to the backup volume (it needs the
-    /// dump's size free there); 1 streams it straight from the archive.
-    #[arg(long, env = "RESTORE_JOBS", default_value_t = 1)]
-    pub jobs: u32,
+    /// dump's size free there); 1 streams it straight from the archive. Default: 2 to 4 (the CPUs this
+    /// process may use) when the volume has room for the dump and a safety backup, else 1.
+    #[arg(long, env = "RESTORE_JOBS")]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Args, Clone)]

@@ -54,7 +54,8 @@ pub struct RestorePlan {
     pub pg_restore: PathBuf,
     pub kubernetes: Option<KubeRestore>,
     /// `pg_restore -j`; above 1 the dump is first written to the backup volume (needs its size free).
-    pub jobs: u32,
+    /// `None`: [`choose_jobs`] decides from the room on the volume.
+    pub jobs: Option<u32>,
     /// Held for the whole restore (only with Kubernetes and not for a dry run).
     pub lease: Option<LeaseConfig>,
 }
@@ -189,8 +190,38 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     let started = Instant::now();
     let (store, name) = locate(&plan.stores, &plan.which).await?;
     info!(archive = %name, location = %store.location(), "restoring");
-    // With --jobs > 1 the dump is extracted to the volume during verification (one pass, not two).
-    let dump_scratch = match (&plan.stores.local, plan.jobs > 1 && !plan.dry_run) {
+    let jobs = match (plan.jobs, &plan.stores.local) {
+        (Some(n), _) => n,
+        (None, _) if plan.dry_run => 1,
+        (None, None) => 1,
+        (None, Some(local)) => {
+            let sidecar = store.sidecar(&name).await?;
+            // Room for the dump, and for the safety backup (about the archive's size) taken after it.
+            let need = sidecar.manifest.database.dump_bytes
+                + if plan.safety.is_some() {
+                    sidecar.archive.size
+                } else {
+                    0
+                };
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let free = free_bytes(local.dir());
+            let jobs = choose_jobs(free, need, cpus);
+            info!(
+                jobs,
+                need_mib = need >> 20,
+                free_mib = free.map(|f| f >> 20),
+                "{}",
+                if jobs > 1 {
+                    "parallel pg_restore: the dump goes to the backup volume first"
+                } else {
+                    "the dump is streamed into one pg_restore: the backup volume has no room for it"
+                }
+            );
+            jobs
+        }
+    };
+    // With more than one job the dump is extracted to the volume during verification (one pass, not two).
+    let dump_scratch = match (&plan.stores.local, jobs > 1 && !plan.dry_run) {
         (Some(local), true) => Some(pg::ScratchFile::new(local.dir())),
         _ => None,
     };
@@ -250,7 +281,7 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     let opts = |clean| RestoreOptions {
         pg_restore: plan.pg_restore.clone(),
         clean,
-        jobs: plan.jobs,
+        jobs,
     };
     match plan.mode {
         Mode::Clean => {
@@ -356,6 +387,29 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     }
     summary.duration = started.elapsed();
     Ok(summary)
+}
+
+/// `pg_restore -j` when nobody said: one job per CPU this process may use, 2 to 4, if the volume has
+/// `need` bytes free with a 10% margin; else 1 (the dump streamed, needing no room).
+pub fn choose_jobs(free: Option<u64>, need: u64, cpus: usize) -> u32 {
+    match free {
+        Some(free) if free / 11 * 10 >= need => cpus.clamp(2, 4) as u32,
+        _ => 1,
+    }
+}
+
+/// Bytes this process may still write to the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, read only when the call succeeds.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Adds the way back (the safety backup) to an error, keeping the step and cause it already names.
@@ -520,5 +574,21 @@ async fn unused_names<const N: usize>(
             1000 - u64::from(now.subsec_millisecond().unsigned_abs()) + 5,
         ))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_jobs;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn parallel_by_default_only_with_room_for_the_dump_and_a_margin() {
+        assert_eq!(choose_jobs(Some(10 * GIB), GIB, 1), 2);
+        assert_eq!(choose_jobs(Some(10 * GIB), GIB, 3), 3);
+        assert_eq!(choose_jobs(Some(10 * GIB), GIB, 64), 4);
+        assert_eq!(choose_jobs(Some(GIB), GIB, 8), 1, "no margin left");
+        assert_eq!(choose_jobs(None, GIB, 8), 1, "free space unknown");
     }
 }
