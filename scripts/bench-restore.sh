@@ -2,7 +2,8 @@
 # Restore benchmark (issue: restore). Uses the ~1 GB database of scripts/bench-backup.sh (created if
 # missing), backs it up once (zstd), then times in the same run, restoring into fresh databases:
 #   1. bare `pg_restore -j2` from a local dump file          (the baseline)
-#   2. `eternia-backup restore --no-safety-backup --target-database …` streamed (jobs 1) and with --jobs 2
+#   2. `eternia-backup restore --no-safety-backup --target-database …` as it runs by default (pg_restore -j
+#      from the dump written to the volume during verification: 2 jobs on 2 CPUs) and streamed (--jobs 1)
 #   3. the seed's `gunzip | psql` of a plain SQL dump
 # eternia-backup's time includes verifying every checksum first. Prints a markdown table.
 set -euo pipefail
@@ -33,8 +34,8 @@ declare -A T M
 run_one() {
   case $1 in
     bare) cmd="pg_restore -j2 -d ${DB}_r_bare $WORK/db.dump" ;;
-    eb1) cmd="$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --target-database ${DB}_r_eb1" ;;
-    eb2) cmd="$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --jobs 2 --target-database ${DB}_r_eb2" ;;
+    eb1) cmd="$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --jobs 1 --target-database ${DB}_r_eb1" ;;
+    eb2) cmd="$BIN --backup-dir $WORK restore $ARCHIVE --no-kubernetes --no-safety-backup --target-database ${DB}_r_eb2" ;;
     seed) cmd="gunzip -c $WORK/db.sql.gz | psql -q -d ${DB}_r_seed" ;;
   esac
   fresh "${DB}_r_$1"; settle
@@ -57,7 +58,7 @@ restore of $DB ($(psql -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")), 
 | run | wall s | × pg_restore -j2 | peak RSS MiB |
 |---|---|---|---|
 | bare pg_restore -j2 from a local dump file | $t_bare | 1.00 | |
-| eternia-backup restore (verify + streamed pg_restore) | $t_eb1 | $(ratio "$t_eb1" "$t_bare") | $((m_eb1 / 1024)) |
-| eternia-backup restore --jobs 2 (verify + file + pg_restore -j2) | $t_eb2 | $(ratio "$t_eb2" "$t_bare") | $((m_eb2 / 1024)) |
+| eternia-backup restore, default: verify + dump file + pg_restore -j$(nproc | awk '{print ($1 < 2 ? 2 : ($1 > 4 ? 4 : $1))}') | $t_eb2 | $(ratio "$t_eb2" "$t_bare") | $((m_eb2 / 1024)) |
+| eternia-backup restore --jobs 1: verify + streamed pg_restore | $t_eb1 | $(ratio "$t_eb1" "$t_bare") | $((m_eb1 / 1024)) |
 | seed: gunzip \| psql | $t_seed | $(ratio "$t_seed" "$t_bare") | |
 TABLE

@@ -10,7 +10,7 @@ CACHE=${ETERNIA_CACHE:-$HOME/.cache/eternia-backup}
 SECONDS_PER_TARGET=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(archive_walk webhook_auth config_parse)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(archive_walk webhook_auth config_parse dump_offsets)
 if ! [ -x "$CACHE/cargo-fuzz/bin/cargo-fuzz" ]; then
   echo "installing cargo-fuzz into $CACHE/cargo-fuzz (one-time)" >&2
   cargo install cargo-fuzz --version 0.13.1 --locked --root "$CACHE/cargo-fuzz" >&2

@@ -398,7 +398,7 @@ pub fn choose_jobs(free: Option<u64>, need: u64, cpus: usize) -> u32 {
     }
 }
 
-/// Bytes this process may still write to the filesystem holding `dir`.
+/// Bytes this process may still write to the filesystem holding `dir` (0 on a read-only mount).
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
@@ -409,6 +409,9 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the buffer.
     let st = unsafe { st.assume_init() };
+    if st.f_flag & libc::ST_RDONLY != 0 {
+        return Some(0);
+    }
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
