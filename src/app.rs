@@ -270,6 +270,28 @@ async fn run_restore(global: &GlobalArgs, args: RestoreArgs) -> Result<()> {
         "archive {} ({}): checksums OK, {} tables / {} rows",
         s.archive, s.location, s.tables, s.rows
     );
+    if s.dry_run {
+        println!(
+            "database {}: mode {}, dump {} MiB, {}",
+            s.database,
+            s.mode.map_or("clean", |m| match m {
+                restore::Mode::Clean => "clean",
+                restore::Mode::Swap => "swap",
+            }),
+            s.dump_bytes.div_ceil(1 << 20),
+            if s.jobs > 1 {
+                format!(
+                    "pg_restore -j{} from the dump written to the backup volume",
+                    s.jobs
+                )
+            } else {
+                "the dump streamed into pg_restore".to_owned()
+            }
+        );
+        for t in &s.table_counts {
+            println!("  table {}.{}: {} rows", t.schema, t.table, t.rows);
+        }
+    }
     for o in &s.objects {
         println!("  {} {}: {:?}", o.kind, o.name, o.action);
     }

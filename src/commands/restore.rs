@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use tracing::{info, instrument, warn};
 
 use crate::archive::codec::decoder_with_identity_file;
-use crate::archive::manifest::Manifest;
+use crate::archive::manifest::{Manifest, TableCount};
 use crate::commands::backup::{self, BackupPlan};
 use crate::commands::verify;
 use crate::error::{Error, Result};
@@ -64,6 +64,13 @@ pub struct RestorePlan {
 pub struct RestoreSummary {
     pub archive: String,
     pub location: String,
+    /// Where the dump goes (no password) and how.
+    pub database: String,
+    pub mode: Option<Mode>,
+    pub jobs: u32,
+    /// The manifest's tables and row counts, and the dump's size.
+    pub table_counts: Vec<TableCount>,
+    pub dump_bytes: u64,
     pub safety_backup: Option<String>,
     pub previous_database: Option<String>,
     pub tables: usize,
@@ -192,7 +199,6 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     info!(archive = %name, location = %store.location(), "restoring");
     let jobs = match (plan.jobs, &plan.stores.local) {
         (Some(n), _) => n,
-        (None, _) if plan.dry_run => 1,
         (None, None) => 1,
         (None, Some(local)) => {
             let sidecar = store.sidecar(&name).await?;
@@ -230,6 +236,11 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
     let mut summary = RestoreSummary {
         archive: name.clone(),
         location: store.location(),
+        database: plan.target.to_string(),
+        mode: Some(plan.mode),
+        jobs,
+        table_counts: manifest.database.tables.clone(),
+        dump_bytes: manifest.database.dump_bytes,
         tables: manifest.database.tables.len(),
         rows: manifest.database.tables.iter().map(|t| t.rows).sum(),
         dry_run: plan.dry_run,

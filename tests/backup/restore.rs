@@ -105,6 +105,12 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let r = run(restore_cmd(&db, dir.path()).args(["latest", "--dry-run"])).ok();
     r.says("DRY RUN: nothing changed");
     r.says("checksums OK, 2 tables / 420 rows");
+    r.says(&format!(
+        "database postgres://postgres@127.0.0.1:5432/{}: mode clean",
+        db.name
+    ));
+    r.says("table public.customers: 300 rows");
+    r.says("table billing.Invoices: 120 rows");
     assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
     assert_eq!(list_json(dir.path()).len(), 1);
 }
