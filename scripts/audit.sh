@@ -11,6 +11,9 @@ if ! [ -x "$DENY" ]; then
   echo "installing cargo-deny into $CACHE/cargo-deny (one-time, ~10 min on 2 cores)" >&2
   cargo install cargo-deny --version 0.20.2 --locked --root "$CACHE/cargo-deny" >&2
 fi
+# cargo-deny reads `cargo metadata` offline, which needs every crate of the lockfile on disk, including
+# those for other platforms that a build here never downloads: fetch them (from crates.io) first.
+cargo fetch --locked >/dev/null
 if [ "${1:-}" = advisories ]; then
   exec "$DENY" deny --config .ci/deny.toml --locked check advisories
 fi

@@ -5,6 +5,7 @@ use std::os::unix::process::ExitStatusExt;
 
 use crate::backup_cli::wait_for;
 use crate::helpers::*;
+use crate::restore::restore_cmd;
 
 fn error_line(r: &Run) -> String {
     r.stderr
@@ -203,8 +204,7 @@ fn a_full_backup_volume_fails_clearly_keeps_older_backups_and_skips_retention() 
 }
 
 #[test]
-fn a_parallel_restore_without_room_for_its_dump_stops_before_touching_the_database_and_by_default_streams()
- {
+fn without_room_for_the_dump_jobs_2_changes_nothing_and_the_default_streams() {
     let Some(fs) = Tmpfs::mount("3m", false) else {
         eprintln!("SKIPPED: cannot mount tmpfs here (needs root)");
         return;
@@ -217,18 +217,8 @@ fn a_parallel_restore_without_room_for_its_dump_stops_before_touching_the_databa
     run(&mut backup_cmd(&db, &fs.path)).ok();
     db.sql("DELETE FROM customers");
 
-    let r = run(bin()
-        .env("DATABASE_URL", db.url())
-        .env("BACKUP_DIR", &fs.path)
-        .args([
-            "restore",
-            "latest",
-            "--no-kubernetes",
-            "--no-safety-backup",
-            "--jobs",
-            "2",
-        ]))
-    .failed(1);
+    let r = run(restore_cmd(&db, &fs.path).args(["latest", "--no-safety-backup", "--jobs", "2"]))
+        .failed(1);
 
     let e = error_line(&r);
     assert!(
@@ -245,12 +235,9 @@ fn a_parallel_restore_without_room_for_its_dump_stops_before_touching_the_databa
     );
 
     // Left to decide, the restore streams the dump instead.
-    run(bin()
-        .env("DATABASE_URL", db.url())
-        .env("BACKUP_DIR", &fs.path)
-        .args(["restore", "latest", "--no-kubernetes", "--no-safety-backup"]))
-    .ok()
-    .says("the backup volume has no room for it");
+    run(restore_cmd(&db, &fs.path).args(["latest", "--no-safety-backup"]))
+        .ok()
+        .says("the backup volume has no room for it");
     assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
 }
 

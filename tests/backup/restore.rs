@@ -2,7 +2,8 @@
 
 use crate::helpers::*;
 
-fn restore_cmd(db: &TestDb, dir: &std::path::Path) -> std::process::Command {
+/// `eternia-backup restore --no-kubernetes` of `db` from the backups in `dir`.
+pub fn restore_cmd(db: &TestDb, dir: &std::path::Path) -> std::process::Command {
     let mut c = bin();
     c.env("DATABASE_URL", db.url())
         .env("BACKUP_DIR", dir)
