@@ -17,7 +17,11 @@ fi
 cargo build --release --locked -q
 BIN=$PWD/target/release/eternia-backup
 WORK=$(mktemp -d /tmp/eb-rbench.XXXXXX)
-trap 'rm -rf "$WORK"; for d in r_bare r_eb1 r_eb2 r_seed; do dropdb --if-exists ${DB}_$d; done' EXIT
+cleanup() {
+  rm -rf "$WORK"
+  for d in r_bare r_eb1 r_eb2 r_seed; do dropdb --if-exists "${DB}_$d"; done
+}
+trap cleanup EXIT
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 "$BIN" --backup-dir "$WORK" backup --no-kubernetes --no-prune --compression zstd >/dev/null 2>&1
 pg_dump -d "$DB" -Fc -Z0 -f "$WORK/db.dump"
