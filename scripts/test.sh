@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Tests"): Rust unit and integration tests against the local
-# PostgreSQL, then the chart checks. Installs what it needs; safe to run again.
+# PostgreSQL and a real S3 server, the chart checks, then the product on a real Kubernetes control plane.
+# Installs what it needs (the first run builds Garage and the control plane into ~/.cache/eternia-backup);
+# safe to run again. Every stage runs; the exit code is non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +23,18 @@ cargo test --locked --all-targets 2>&1 | tee target/cargo-test.log
 passed=$(grep -Eo '[0-9]+ passed' target/cargo-test.log | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/cargo-test.log | awk '{s+=$1} END {print s+0}')
 
-if [ -x scripts/test-chart.sh ]; then
-  echo "==> chart, manifests and image checks"
-  scripts/test-chart.sh
+stages_failed=()
+echo "==> chart, manifests and image checks"
+scripts/test-chart.sh || stages_failed+=("chart checks")
+
+echo "==> the product on a real Kubernetes control plane"
+scripts/test-cluster.sh 2>&1 | tee target/cluster-test.log || stages_failed+=("cluster tests")
+cluster_passed=$(grep -Eo '[0-9]+ passed' target/cluster-test.log | tail -n1 | awk '{print $1+0}')
+cluster_failed=$(grep -Eo '[0-9]+ (failed|error)' target/cluster-test.log | tail -n1 | awk '{print $1+0}')
+
+echo "rust: ${passed} passed, ${failed} failed; cluster: ${cluster_passed:-0} passed, ${cluster_failed:-0} failed"
+if ((${#stages_failed[@]})); then
+  echo "FAILED: ${stages_failed[*]}" >&2
+  exit 1
 fi
-echo "rust: ${passed} passed, ${failed} failed"
+echo "$((passed + ${cluster_passed:-0})) passed, $((failed + ${cluster_failed:-0})) failed"

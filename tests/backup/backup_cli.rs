@@ -249,17 +249,21 @@ fn progress_is_logged_while_the_dump_runs_and_logs_are_json_when_asked() {
 fn a_second_backup_while_one_runs_says_backup_already_in_progress() {
     let db = TestDb::with_sample_data();
     let dir = tempdir();
-    let tools = tempdir();
-    let pg_dump = fake_pg_dump(tools.path(), "head -c 1000 /dev/urandom; sleep 4");
+    let (tools, gate) = (tempdir(), Gate::new());
+    let pg_dump = fake_pg_dump(
+        tools.path(),
+        &format!("head -c 1000 /dev/urandom; {}", gate.shell()),
+    );
     let mut first = backup_cmd(&db, dir.path())
         .env("PG_DUMP_BIN", &pg_dump)
         .spawn()
         .unwrap();
-    wait_for(|| files(dir.path()).iter().any(|f| f.ends_with(".partial")));
+    gate.wait_reached();
 
     let second = run(&mut backup_cmd(&db, dir.path())).failed(1);
     second.says("backup already in progress");
 
+    gate.release();
     assert!(first.wait().unwrap().success());
     assert_eq!(archives(dir.path()).len(), 1);
 }

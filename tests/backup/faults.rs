@@ -250,13 +250,18 @@ fn a_backup_killed_midway_is_never_listed_and_the_next_one_succeeds() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
 
     let tools = tempdir();
-    let pg_dump = fake_pg_dump(tools.path(), "head -c 20000000 /dev/urandom; sleep 30");
+    // 20 MB of dump, then pg_dump stops until released: the kill lands while the archive is being written.
+    let gate = Gate::new();
+    let pg_dump = fake_pg_dump(
+        tools.path(),
+        &format!("head -c 20000000 /dev/urandom; {}", gate.shell()),
+    );
     let mut child = backup_cmd(&db, dir.path())
         .env("PG_DUMP_BIN", &pg_dump)
         .spawn()
         .unwrap();
+    gate.wait_reached();
     wait_for(|| files(dir.path()).iter().any(|f| f.ends_with(".partial")));
-    std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(9));
 
@@ -376,6 +381,16 @@ fn twenty_backups_killed_at_random_points_never_leave_a_listed_backup_that_fails
     );
 }
 
+/// A `pg_restore` that creates the schema (pre-data) for real, then stops at `gate` until released and
+/// fails: a restore killed at the gate has emptied (or created) its database and loaded no rows.
+fn pg_restore_stopping_after_the_schema(tools: &std::path::Path, gate: &Gate) -> std::path::PathBuf {
+    wrapper(
+        tools,
+        "pg_restore-stops",
+        &format!("pg_restore \"$@\" --section=pre-data || exit 1\n{}\nexit 1", gate.shell()),
+    )
+}
+
 fn restore_in(db: &TestDb, dir: &std::path::Path) -> std::process::Command {
     let mut c = bin();
     c.env("DATABASE_URL", db.url())
@@ -400,16 +415,18 @@ fn backed_up_then_changed() -> (TestDb, tempfile::TempDir) {
 #[test]
 fn a_swap_restore_killed_midway_leaves_the_live_database_untouched_and_the_next_restore_succeeds() {
     let (db, dir) = backed_up_then_changed();
+    let (tools, gate) = (tempdir(), Gate::new());
     let mut child = restore_in(&db, dir.path())
+        .env("PG_RESTORE_BIN", pg_restore_stopping_after_the_schema(tools.path(), &gate))
         .args(["latest", "--mode", "swap", "--no-safety-backup"])
         .spawn()
         .unwrap();
+    gate.wait_reached();
     let scratch = format!(
         "SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_restore\\_%'",
         db.name
     );
-    wait_for(|| psql("postgres", &scratch) != "0");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(psql("postgres", &scratch), "1", "the kill lands while the scratch database is loaded");
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(9));
 
@@ -434,21 +451,22 @@ fn a_swap_restore_killed_midway_leaves_the_live_database_untouched_and_the_next_
 fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
     let (db, dir) = backed_up_then_changed();
     let before = list_json(dir.path()).len();
-    let mut child = restore_in(&db, dir.path()).arg("latest").spawn().unwrap();
-    // Kill once the safety backup exists and pg_restore is loading rows (a COPY runs in the database).
-    wait_for(|| list_json(dir.path()).len() > before);
-    wait_for(|| {
-        psql(
-            "postgres",
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query ILIKE 'COPY %'",
-                db.name
-            ),
-        ) != "0"
-    });
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (tools, gate) = (tempdir(), Gate::new());
+    let mut child = restore_in(&db, dir.path())
+        .env("PG_RESTORE_BIN", pg_restore_stopping_after_the_schema(tools.path(), &gate))
+        .arg("latest")
+        .spawn()
+        .unwrap();
+    // Killed after the safety backup, once the database was emptied and its schema restored, before any row.
+    gate.wait_reached();
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(9));
+    assert_eq!(list_json(dir.path()).len(), before + 1, "the safety backup was taken");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "0",
+        "the kill left a half-restored database"
+    );
 
     let listed = list_json(dir.path());
     let safety = listed.last().unwrap()["name"].as_str().unwrap().to_owned();
@@ -491,19 +509,26 @@ fn postgres_crashing_mid_dump_fails_clearly_keeps_the_previous_backup_and_the_ne
     let good = list_json(dir.path());
     std::thread::sleep(std::time::Duration::from_millis(1100));
 
+    // The real pg_dump, whose output stops after 6 MiB (a chunk is in the archive) until released: the
+    // server crashes while pg_dump still has most of the table to read.
+    let (tools, gate) = (tempdir(), Gate::new());
+    let pg_dump = wrapper(
+        tools.path(),
+        "pg_dump-stops",
+        &format!(
+            "pg_dump \"$@\" | {{ dd bs=1M count=6 iflag=fullblock status=none; {}; cat; }}",
+            gate.shell()
+        ),
+    );
     let child = backup()
+        .env("PG_DUMP_BIN", &pg_dump)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Crash once pg_dump has streamed a few MiB (a chunk is in the archive).
-    wait_for(|| {
-        files(dir.path()).iter().any(|f| {
-            f.ends_with(".partial")
-                && std::fs::metadata(dir.path().join(f)).is_ok_and(|m| m.len() > 1 << 20)
-        })
-    });
+    gate.wait_reached();
     pg.crash();
+    gate.release();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -197,6 +197,50 @@ pub fn fake_pg_dump(dir: &Path, body: &str) -> PathBuf {
     path
 }
 
+/// A stand-in for a PostgreSQL client tool (`PG_RESTORE_BIN`, …): a bash script that can call the real one.
+pub fn wrapper(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/bash\nset -o pipefail\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A point a wrapper script stops at until the test releases it, so that a kill, a crash or a second
+/// command lands exactly where the test wants it, whatever the speed of the machine.
+pub struct Gate {
+    dir: tempfile::TempDir,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate { dir: tempdir() }
+    }
+
+    /// Shell lines for the wrapper: mark the gate reached, then wait to be released (or the gate dropped).
+    pub fn shell(&self) -> String {
+        let d = self.dir.path().display();
+        format!("touch '{d}/reached'; while [ -d '{d}' ] && [ ! -e '{d}/release' ]; do sleep 0.02; done")
+    }
+
+    /// Blocks until a wrapper has reached the gate (30 s at most).
+    pub fn wait_reached(&self) {
+        let reached = self.dir.path().join("reached");
+        crate::backup_cli::wait_for(|| reached.exists());
+    }
+
+    pub fn release(&self) {
+        std::fs::write(self.dir.path().join("release"), b"").unwrap();
+    }
+}
+
+impl Drop for Gate {
+    /// A wrapper whose parent was killed is let go (its gate disappears), so nothing is left waiting.
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.path().join("release"), b"");
+    }
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }

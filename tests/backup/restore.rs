@@ -293,18 +293,22 @@ fn a_restore_while_a_backup_runs_stops_before_touching_anything() {
     let dir = tempdir();
     run(&mut backup_cmd(&db, dir.path())).ok();
     damage(&db);
-    let tools = tempdir();
-    let slow = fake_pg_dump(tools.path(), "head -c 1000 /dev/urandom; sleep 4");
+    let (tools, gate) = (tempdir(), Gate::new());
+    let held = fake_pg_dump(
+        tools.path(),
+        &format!("head -c 1000 /dev/urandom; {}", gate.shell()),
+    );
     let mut running = backup_cmd(&db, dir.path())
-        .env("PG_DUMP_BIN", &slow)
+        .env("PG_DUMP_BIN", &held)
         .spawn()
         .unwrap();
-    crate::backup_cli::wait_for(|| files(dir.path()).iter().any(|f| f.ends_with(".partial")));
+    gate.wait_reached();
 
     let r = run(restore_cmd(&db, dir.path()).arg("latest")).failed(1);
     r.says("backup already in progress");
     r.says("nothing was changed");
     assert_eq!(db.sql("SELECT count(*) FROM customers"), "10");
+    gate.release();
     assert!(running.wait().unwrap().success());
 }
 

@@ -281,11 +281,14 @@ async fn garage_killed_mid_upload_lists_nothing_keeps_the_local_copy_and_the_nex
 
     let db = TestDb::with_sample_data();
     let dir = tempdir();
-    let tools = tempdir();
-    // 40 MB over ~4 s: the upload is in flight when the server dies.
+    let (tools, gate) = (tempdir(), Gate::new());
+    // 15 MB, then the dump stops until the server is down, then 25 MB more: the upload is in flight.
     let pg_dump = fake_pg_dump(
         tools.path(),
-        "for i in 1 2 3 4 5 6 7 8; do head -c 5000000 /dev/urandom; sleep 0.5; done",
+        &format!(
+            "head -c 15000000 /dev/urandom; {}; head -c 25000000 /dev/urandom",
+            gate.shell()
+        ),
     );
     let child = backup_both(&db, dir.path(), &s3)
         .env("PG_DUMP_BIN", &pg_dump)
@@ -295,9 +298,9 @@ async fn garage_killed_mid_upload_lists_nothing_keeps_the_local_copy_and_the_nex
         .spawn()
         .unwrap();
     let pid = child.id();
-    wait_for(|| files(dir.path()).iter().any(|f| f.ends_with(".partial")));
-    std::thread::sleep(Duration::from_millis(1500));
+    gate.wait_reached();
     stop();
+    gate.release();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "pid {pid}: {stderr}");

@@ -1,0 +1,151 @@
+"""Backup and restore as the chart runs them: Jobs created by the real Job controller from the chart's
+CronJobs, their pods run by the job runner with each component's own ServiceAccount token, so the real RBAC
+authorizer decides every call; server-side apply, the Lease and the rollout against the real API server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+
+from conftest import install, wait_until, deployment_doc
+from runner import JobRunner
+
+
+def app_objects(ns: str) -> list[dict]:
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config", "namespace": ns},
+         "data": {"mode": "production", "feature": "on"}},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "gitops-config", "namespace": ns,
+                      "annotations": {"argocd.argoproj.io/tracking-id": "eternia:/ConfigMap:x/gitops-config"}},
+         "data": {"owner": "argocd"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-secret", "namespace": ns},
+         "stringData": {"api-key": "backed-up-key"}},
+    ]
+
+
+def backup_job(cluster, release, runner, name="manual-backup"):
+    cluster.kubectl("create", "job", f"--from=cronjob/database-backup", name, "-n", release.namespace)
+    ran = runner.wait_for_job(release.namespace, name)
+    assert ran.code == 0, ran.log
+    return ran
+
+
+def restore_job(cluster, release, runner, name):
+    cluster.kubectl("create", "job", "--from=cronjob/database-restore", name, "-n", release.namespace)
+    return runner.wait_for_job(release.namespace, name)
+
+
+def archives(release) -> list[str]:
+    return sorted(p.name for p in release.backups.iterdir() if p.name.endswith(".tar.gz"))
+
+
+def test_the_runbooks_manual_backup_exports_the_app_namespace_and_writes_an_archive_on_the_volume(
+        cluster, workdir, database):
+    release = install(cluster, workdir, database)
+    cluster.apply(app_objects(release.app_namespace))
+
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        ran = backup_job(cluster, release, runner)
+
+    assert ran.args[1:] == ["backup"], ran.args
+    names = archives(release)
+    assert len(names) == 1 and names[0].startswith("eternia-backup-"), names
+    assert (release.backups / f"{names[0]}.manifest.json").exists(), "the sidecar is written beside it"
+    with tarfile.open(release.backups / names[0]) as tar:
+        members = tar.getnames()
+    ns = release.app_namespace
+    assert f"kubernetes/{ns}/ConfigMap/app-config.yaml" in members, members
+    assert f"kubernetes/{ns}/Secret/app-secret.yaml" in members, members
+    assert not any("kube-root-ca.crt" in m for m in members), "the cluster's CA bundle is not backed up"
+    job = cluster.get("job", "manual-backup", release.namespace)
+    assert job["status"].get("succeeded") == 1
+
+
+def test_a_restore_job_restores_the_database_and_objects_skips_gitops_objects_and_rolls_the_app_out(
+        cluster, workdir, database):
+    release = install(cluster, workdir, database)
+    ns = release.app_namespace
+    cluster.apply(app_objects(ns))
+    cluster.kubectl("rollout", "status", "deployment/eternia-backend", "-n", ns, "--timeout=60s")
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        backup_job(cluster, release, runner)
+        # The damage the restore repairs: rows deleted, a ConfigMap and a Secret changed, a GitOps one too.
+        database.sql("DELETE FROM customers WHERE id > 10")
+        cluster.kubectl("patch", "configmap", "app-config", "-n", ns, "--type=merge", "-p",
+                        '{"data": {"mode": "broken"}}')
+        cluster.kubectl("patch", "configmap", "gitops-config", "-n", ns, "--type=merge", "-p",
+                        '{"data": {"owner": "changed-by-git"}}')
+        cluster.kubectl("patch", "secret", "app-secret", "-n", ns, "--type=merge", "-p",
+                        '{"stringData": {"api-key": "rotated-by-mistake"}}')
+        before = cluster.get("deployment", "eternia-backend", ns)
+
+        ran = restore_job(cluster, release, runner, "restore-1")
+
+    assert ran.code == 0, ran.log
+    assert ran.args[1:3] == ["restore", "latest"], ran.args
+    assert database.sql("SELECT count(*) FROM customers") == "300"
+    assert cluster.get("configmap", "app-config", ns)["data"]["mode"] == "production"
+    secret = cluster.get("secret", "app-secret", ns)
+    assert secret["data"]["api-key"] == "YmFja2VkLXVwLWtleQ==", "the archived Secret is applied over the live one"
+    assert cluster.get("configmap", "gitops-config", ns)["data"]["owner"] == "changed-by-git", \
+        "an Argo CD-managed object is left to Argo CD"
+    after = cluster.get("deployment", "eternia-backend", ns)
+    restarted = after["spec"]["template"]["metadata"].get("annotations", {})
+    assert "kubectl.kubernetes.io/restartedAt" in restarted
+    assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    replicasets = cluster.get("replicasets", namespace=ns)["items"]
+    assert len(replicasets) == 2, "the restart rolled out a new ReplicaSet"
+    assert after["status"].get("updatedReplicas") == 1 and after["status"].get("availableReplicas") == 1
+    assert len(archives(release)) == 2, "the safety backup of the state before the restore is on the volume"
+    assert "safety backup" in ran.log
+
+
+def test_a_second_restore_while_one_holds_the_lease_fails_naming_the_holder_and_changes_nothing(
+        cluster, workdir, database):
+    gate = workdir / "gate"
+    gate.mkdir()
+    held = workdir / "pg_restore-held"
+    held.write_text(f"#!/bin/bash\ntouch '{gate}/reached'\nwhile [ ! -e '{gate}/release' ]; do sleep 0.05; done\n"
+                    "exec pg_restore \"$@\"\n")
+    held.chmod(0o755)
+    release = install(cluster, workdir, database, values={
+        "extraEnv": [{"name": "PG_RESTORE_BIN", "value": str(held)}]})
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        backup_job(cluster, release, runner)
+        database.sql("DELETE FROM customers WHERE id > 10")
+        cluster.kubectl("create", "job", "--from=cronjob/database-restore", "restore-first", "-n", release.namespace)
+        wait_until("the first restore reaches pg_restore (it holds the Lease)",
+                   lambda: (gate / "reached").exists(), timeout=120)
+
+        second = restore_job(cluster, release, runner, "restore-second")
+        assert second.code == 1, second.log
+        assert "restore-first" in second.log, f"the error names the holder: {second.log}"
+        lease = cluster.get("lease", "eternia-backup-restore", release.namespace)
+        assert "restore-first" in lease["spec"]["holderIdentity"]
+
+        (gate / "release").write_text("")
+        first = runner.wait_for_job(release.namespace, "restore-first")
+    assert first.code == 0, first.log
+    assert database.sql("SELECT count(*) FROM customers") == "300"
+
+
+def test_the_backup_cronjob_set_to_every_minute_by_helm_upgrade_creates_a_job_on_time_and_an_archive_appears(
+        cluster, workdir, database):
+    release = install(cluster, workdir, database)
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        release.upgrade("--set", "schedule=* * * * *")
+
+        job = wait_until("the CronJob controller creates a Job", lambda: [
+            j for j in cluster.get("jobs", namespace=release.namespace)["items"]
+            if j["metadata"].get("ownerReferences", [{}])[0].get("name") == "database-backup"], timeout=90)
+        ran = runner.wait_for_job(release.namespace, job[0]["metadata"]["name"])
+        release.upgrade("--set", "suspend=true")
+    assert ran.code == 0, ran.log
+    assert len(archives(release)) >= 1
+    cron = cluster.get("cronjob", "database-backup", release.namespace)
+    assert cron["status"].get("lastSuccessfulTime"), "the CronJob controller saw the Job succeed"
+
+
+__all__ = ["deployment_doc", "json", "subprocess"]
