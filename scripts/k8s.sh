@@ -180,7 +180,7 @@ for f in "$ROOT"/tests/k8s/kwok/stages/*.yaml; do
 done
 spawn kwok "$BIN/kwok" --kubeconfig "$DIR/admin.kubeconfig" --config "$stages" \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-  --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.244.0.1/24 --node-ip 127.0.0.1
+  --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.244.0.1/24 --node-ip 127.0.0.1 --node-lease-duration-seconds 40
 kubectl apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: Node

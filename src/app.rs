@@ -25,6 +25,7 @@ use crate::telemetry;
 
 pub fn run(cli: Cli) -> i32 {
     crate::memory::bound_allocator();
+    crate::tls::install_crypto_provider();
     telemetry::init(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

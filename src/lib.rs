@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod retention;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 
 /// The in-cluster client (or `KUBECONFIG`), with guidance when there is none.
 pub async fn client() -> Result<kube::Client> {
+    crate::tls::install_crypto_provider();
     kube::Client::try_default().await.map_err(|e| Error::Kubernetes {
         what: "connect to the Kubernetes API".into(),
         problem: e.to_string(),

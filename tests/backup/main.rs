@@ -12,7 +12,6 @@ mod kube_export;
 mod kube_restore;
 mod lease;
 mod notifications;
-mod rbac_contract;
 mod restore;
 mod retention_cli;
 mod s3;

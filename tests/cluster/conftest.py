@@ -329,7 +329,9 @@ def deep_merge(into: dict, extra: dict) -> dict:
 
 @pytest.fixture
 def workdir():
-    d = Path(tempfile.mkdtemp(prefix="eternia-k8s-"))
+    # Not under /tmp: pods mount an emptyDir at /tmp, and the job runner maps paths under a mount to its
+    # local directory, which would also catch the test's own files.
+    d = Path(tempfile.mkdtemp(prefix="eternia-k8s-", dir="/var/tmp"))
     d.chmod(0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)

@@ -248,6 +248,17 @@ class JobRunner:
         with self._lock:
             self.ran.append(Ran(ns, name, job, local.argv, code, log.read_text(errors="replace")))
 
+    def wait_for_file(self, path: Path, namespace: str, job: str, timeout: float = 120):
+        """Waits until a wrapper run by `job` creates `path`; fails with the job's log if the job ended first."""
+        from conftest import wait_until
+
+        def reached():
+            ended = [r for r in self.ran if r.namespace == namespace and r.job == job]
+            assert not ended, f"{job} ended (exit {ended[0].code}) before {path.name}:\n{ended[0].log}"
+            return path.exists()
+
+        wait_until(f"{job} creates {path.name}", reached, timeout=timeout)
+
     def wait_for_job(self, namespace: str, job: str, timeout: float = 180) -> Ran:
         """Waits until the Job controller marks the Job Complete or Failed; returns the (last) run of its pod."""
         from conftest import wait_until
@@ -259,7 +270,12 @@ class JobRunner:
                     return c["type"]
             return None
 
-        wait_until(f"Job {namespace}/{job} finished", finished, timeout=timeout)
+        try:
+            wait_until(f"Job {namespace}/{job} finished", finished, timeout=timeout)
+        except AssertionError as e:
+            logs = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                           for p in self.scratch.glob(f"{namespace}-{job}-*.log"))
+            raise AssertionError(f"{e}; its pods' output so far:{logs or ' none (no pod ran)'}") from None
         runs = [r for r in self.ran if r.namespace == namespace and r.job == job]
         assert runs, f"Job {job} finished without a pod run by the job runner"
         return runs[-1]

@@ -110,9 +110,9 @@ class Webhook:
         req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, r.read().decode(), dict(r.headers)
+                return r.status, r.read().decode(), r.headers
         except urllib.error.HTTPError as e:
-            return e.code, e.read().decode(), dict(e.headers)
+            return e.code, e.read().decode(), e.headers
         except OSError as e:
             return 0, str(e), {}
 

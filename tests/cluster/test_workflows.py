@@ -116,8 +116,8 @@ def test_a_second_restore_while_one_holds_the_lease_fails_naming_the_holder_and_
         backup_job(cluster, release, runner)
         database.sql("DELETE FROM customers WHERE id > 10")
         cluster.kubectl("create", "job", "--from=cronjob/database-restore", "restore-first", "-n", release.namespace)
-        wait_until("the first restore reaches pg_restore (it holds the Lease)",
-                   lambda: (gate / "reached").exists(), timeout=120)
+        # The first restore holds the Lease while its pg_restore waits at the gate.
+        runner.wait_for_file(gate / "reached", release.namespace, "restore-first")
 
         second = restore_job(cluster, release, runner, "restore-second")
         assert second.code == 1, second.log
