@@ -5,6 +5,10 @@ set -euo pipefail
 CACHE=${ETERNIA_CACHE:-$HOME/.cache/eternia-backup}
 GARAGE_VERSION=2.5.0
 BIN=$CACHE/garage/bin/garage
+mkdir -p "$CACHE"
+# One build at a time: a second caller (e.g. started early by .ci/run) waits for the first, then reuses it.
+exec 9>"$CACHE/.garage.lock"
+flock 9
 if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
   echo "$BIN"
   exit 0

@@ -32,6 +32,10 @@ fi
 
 DEST=$CACHE/k8s/$K8S_VERSION-kwok-$KWOK_VERSION
 BIN=$DEST/bin
+mkdir -p "$CACHE"
+# One build at a time: a second caller (e.g. started early by scripts/test.sh) waits for the first.
+exec 9>"$CACHE/.k8s.lock"
+flock 9
 want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 have=1
 for b in "${want[@]}"; do [[ -x $BIN/$b ]] || have=0; done

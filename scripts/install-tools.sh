@@ -22,6 +22,9 @@ log() { printf 'install-tools: %s\n' "$*" >&2; }
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
 mkdir -p "$CACHE/bin"
+# One installer at a time (scripts/test.sh starts one early in the background).
+exec 9>"$CACHE/.tools.lock"
+flock 9
 
 # --- helm ---------------------------------------------------------------------------------------
 install_helm() {

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::backup_cli::wait_for;
 use crate::helpers::*;
 
 #[derive(Clone)]

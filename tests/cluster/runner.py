@@ -23,11 +23,9 @@ import base64
 import datetime
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,5 +295,3 @@ def stop(proc: subprocess.Popen):
             proc.kill()
             proc.wait()
 
-
-__all__ = ["JobRunner", "LocalPod", "Ran", "run_pod_template_locally", "stop", "shutil"]

@@ -4,11 +4,9 @@ authorizer decides every call; server-side apply, the Lease and the rollout agai
 
 from __future__ import annotations
 
-import json
-import subprocess
 import tarfile
 
-from conftest import install, wait_until, deployment_doc
+from conftest import install, wait_until
 from runner import JobRunner
 
 
@@ -26,7 +24,7 @@ def app_objects(ns: str) -> list[dict]:
 
 
 def backup_job(cluster, release, runner, name="manual-backup"):
-    cluster.kubectl("create", "job", f"--from=cronjob/database-backup", name, "-n", release.namespace)
+    cluster.kubectl("create", "job", "--from=cronjob/database-backup", name, "-n", release.namespace)
     ran = runner.wait_for_job(release.namespace, name)
     assert ran.code == 0, ran.log
     return ran
@@ -147,5 +145,3 @@ def test_the_backup_cronjob_set_to_every_minute_by_helm_upgrade_creates_a_job_on
     cron = cluster.get("cronjob", "database-backup", release.namespace)
     assert cron["status"].get("lastSuccessfulTime"), "the CronJob controller saw the Job succeed"
 
-
-__all__ = ["deployment_doc", "json", "subprocess"]
