@@ -14,7 +14,6 @@ FACTOR=${1:-1}
 DB=eb_bench_x${FACTOR}
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql-contrib >/dev/null; }
 
 cargo build --release --locked -q
 BIN=$PWD/target/release/eternia-backup
@@ -29,17 +28,7 @@ if [ ! -x "$CACHE/awscli/bin/aws" ]; then
 fi
 export AWS_ACCESS_KEY_ID=$S3_TEST_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_TEST_SECRET_KEY AWS_REGION=$S3_TEST_REGION AWS_DEFAULT_REGION=$S3_TEST_REGION
 
-if [ "$(psql -d "$DB" -Atc "SELECT to_regclass('documents') IS NOT NULL" 2>/dev/null)" != t ]; then
-  echo "creating $DB (scale $((40 * FACTOR)) + $((1500000 * FACTOR)) document rows)…" >&2
-  dropdb --if-exists "$DB"
-  createdb "$DB"
-  pgbench -i -q -s $((40 * FACTOR)) "$DB" >/dev/null 2>&1
-  psql -q -d "$DB" -c "CREATE TABLE documents (id bigserial PRIMARY KEY, title text, body text, attrs jsonb);
-    INSERT INTO documents (title, body, attrs)
-    SELECT 'document ' || g, repeat(md5(g::text), 4) || ' ' || md5(random()::text),
-           jsonb_build_object('n', g, 'tag', 'tag' || (g % 97), 'score', random(), 'flags', jsonb_build_array(g % 2 = 0, g % 3 = 0))
-    FROM generate_series(1, $((1500000 * FACTOR))) g;" -c "VACUUM ANALYZE"
-fi
+scripts/bench-db.sh "$FACTOR"
 SIZE=$(psql -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")
 
 # runs "$@" under GNU time; prints "seconds max_rss_kib"

@@ -2,15 +2,12 @@
 # Recovery-time benchmark on the real control plane (tests/cluster/bench_rto.py): a signed restore request to
 # the webhook -> restore Job -> verify, safety backup, database, ConfigMaps/Secrets, rollout -> Job Complete
 # and the rollout done, for a copy of the ~1.1 GB benchmark database, against bare `pg_restore -j2` from a
-# local file in the same run. Needs the database of scripts/bench-backup.sh (eb_bench_x1). ROUNDS=3 by default.
+# local file in the same run. Creates the benchmark database once (scripts/bench-db.sh). ROUNDS=3 by default.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export ETERNIA_CACHE=${ETERNIA_CACHE:-$HOME/.cache/eternia-backup} PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
-if [[ $(psql -d "${BENCH_DB:-eb_bench_x1}" -Atc "SELECT to_regclass('documents') IS NOT NULL" 2>/dev/null) != t ]]; then
-  echo "the benchmark database is missing: run scripts/bench-backup.sh first" >&2
-  exit 1
-fi
+scripts/bench-db.sh 1
 scripts/install-tools.sh
 cargo build --release --locked -q
 export ETERNIA_BIN=$ROOT/target/release/eternia-backup

@@ -34,16 +34,19 @@ failed=$(grep -Eo '[0-9]+ failed' target/cargo-test.log | awk '{s+=$1} END {prin
 
 stages_failed=()
 echo "==> chart, manifests and image checks"
-scripts/test-chart.sh || stages_failed+=("chart checks")
+scripts/test-chart.sh 2>&1 | tee target/chart-test.log || stages_failed+=("chart checks")
+chart_passed=$(grep -Eo '[0-9]+ passed' target/chart-test.log | tail -n1 | awk '{print $1+0}' || true)
+chart_failed=$(grep -Eo '[0-9]+ failed' target/chart-test.log | tail -n1 | awk '{print $1+0}' || true)
 
 echo "==> the product on a real Kubernetes control plane"
 scripts/test-cluster.sh 2>&1 | tee target/cluster-test.log || stages_failed+=("cluster tests")
 cluster_passed=$(grep -Eo '[0-9]+ passed' target/cluster-test.log | tail -n1 | awk '{print $1+0}' || true)
 cluster_failed=$(grep -Eo '[0-9]+ (failed|error)' target/cluster-test.log | tail -n1 | awk '{print $1+0}' || true)
 
-echo "rust: ${passed} passed, ${failed} failed; cluster: ${cluster_passed:-0} passed, ${cluster_failed:-0} failed"
+echo "rust: ${passed} passed, ${failed} failed; chart: ${chart_passed:-0} passed, ${chart_failed:-0} failed;" \
+  "cluster: ${cluster_passed:-0} passed, ${cluster_failed:-0} failed"
 if ((${#stages_failed[@]})); then
   echo "FAILED: ${stages_failed[*]}" >&2
   exit 1
 fi
-echo "$((passed + ${cluster_passed:-0})) passed, $((failed + ${cluster_failed:-0})) failed"
+echo "$((passed + ${chart_passed:-0} + ${cluster_passed:-0})) passed, $((failed + ${chart_failed:-0} + ${cluster_failed:-0})) failed"

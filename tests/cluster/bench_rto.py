@@ -50,26 +50,32 @@ def ts(s: str) -> float:
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
-PHASES = [  # (name, first log line of the phase, as the restore prints it)
-    ("verify", re.compile(r"verif", re.I)),
-    ("safety backup", re.compile(r"safety backup", re.I)),
-    ("database restore", re.compile(r"pg_restore|restoring|emptied|empty", re.I)),
-    ("apply", re.compile(r"appl(y|ied)", re.I)),
-    ("rollout", re.compile(r"rollout|restart", re.I)),
+# The restore's own phases, each from the log line that ends the one before it (the restore prints them).
+BOUNDARIES = [
+    ("verify", re.compile(r"\brestoring\b")),
+    ("safety backup", re.compile(r"verified: every checksum matches")),
+    ("database restore", re.compile(r"safety backup taken")),
+    ("apply ConfigMaps/Secrets", re.compile(r"row counts match")),
+    ("restart + rollout wait", re.compile(r"kubernetes object .*action=")),
+    ("exit", re.compile(r"rollout complete")),
 ]
-LOG_TIME = re.compile(r"^\S*?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)")
+PHASES = BOUNDARIES
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def phase_times(log: str) -> dict[str, float]:
-    firsts: dict[str, float] = {}
+    """When each phase began: the first matching line (the last one for apply, which logs once per object)."""
+    starts: dict[str, float] = {}
     for line in log.splitlines():
-        m = LOG_TIME.match(line.replace("\x1b[2m", "").replace("\x1b[0m", ""))
+        line = ANSI.sub("", line)
+        m = LOG_TIME.match(line)
         if not m:
             continue
-        for name, pattern in PHASES:
-            if name not in firsts and pattern.search(line):
-                firsts[name] = ts(m.group(1))
-    return firsts
+        for name, pattern in BOUNDARIES:
+            if pattern.search(line) and (name not in starts or name == "restart + rollout wait"):
+                starts[name] = ts(m.group(1))
+    return starts
 
 
 def main():

@@ -327,6 +327,28 @@ def deep_merge(into: dict, extra: dict) -> dict:
     return into
 
 
+class PgRestoreGate:
+    """A `pg_restore` wrapper (for PG_RESTORE_BIN) that waits while the gate is closed, so a test sees a
+    restore running (holding the Lease, its Job active) for exactly as long as it wants."""
+
+    def __init__(self, workdir: Path, closed: bool):
+        self.dir = workdir / "gate"
+        self.dir.mkdir()
+        self.reached = self.dir / "reached"
+        self.wrapper = workdir / "pg_restore-gated"
+        self.wrapper.write_text(f"#!/bin/bash\ntouch '{self.reached}'\n"
+                                f"while [ -e '{self.dir}/closed' ]; do sleep 0.05; done\nexec pg_restore \"$@\"\n")
+        self.wrapper.chmod(0o755)
+        if closed:
+            self.close()
+
+    def close(self):
+        (self.dir / "closed").write_text("")
+
+    def open(self):
+        (self.dir / "closed").unlink(missing_ok=True)
+
+
 @pytest.fixture
 def workdir():
     # Not under /tmp: pods mount an emptyDir at /tmp, and the job runner maps paths under a mount to its

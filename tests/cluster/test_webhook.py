@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import install, wait_until
+from conftest import PgRestoreGate, install, wait_until
 from runner import JobRunner, run_pod_template_locally, stop
 from test_workflows import app_objects, backup_job
 
@@ -139,13 +139,7 @@ class Webhook:
 def webhook_release(cluster, workdir, database):
     key = Rs256Key(workdir)
     receiver = ResponseUrl()
-    gate = workdir / "gate"
-    gate.mkdir()
-    held = workdir / "pg_restore-gated"
-    # pg_restore waits while the gate's "hold" file exists: lets a test see the restore running.
-    held.write_text(f"#!/bin/bash\nwhile [ -e '{gate}/hold' ]; do touch '{gate}/reached'; sleep 0.05; done\n"
-                    "exec pg_restore \"$@\"\n")
-    held.chmod(0o755)
+    gate = PgRestoreGate(workdir, closed=False)
     release = install(cluster, workdir, database, values={
         "webhook": {"enabled": True,
                     "auth": {"jwks": key.jwks, "issuer": ISSUER, "audience": AUDIENCE, "allowedSubjects": [SUBJECT]},
@@ -153,7 +147,7 @@ def webhook_release(cluster, workdir, database):
                               "allowedChannels": ["C_OPS"]}},
         "extraEnv": [{"name": "SLACK_RESPONSE_URL_PREFIX", "value": receiver.prefix},
                      {"name": "WEBHOOK_POLL_INTERVAL", "value": "1s"},
-                     {"name": "PG_RESTORE_BIN", "value": str(held)}],
+                     {"name": "PG_RESTORE_BIN", "value": str(gate.wrapper)}],
     })
     cluster.apply(app_objects(release.app_namespace))
     with JobRunner(cluster, [release.namespace], workdir) as runner:
@@ -180,19 +174,19 @@ def restored(cluster, release, database):
 def test_a_ci_token_signed_rs256_restores_through_a_job_and_the_status_says_succeeded(
         cluster, webhook_release, database):
     release, hook, key, _, runner, gate = webhook_release
-    (gate / "hold").write_text("")
+    gate.close()
 
     status, body, headers = hook.api("POST", "/v1/restores", key.token(), {"backup": "latest", "reason": "e2e"})
     assert status == 202, body
     assert headers["Location"] == f"/v1/restores/{body['id']}"
-    wait_until("the restore is running (pg_restore held)", lambda: (gate / "reached").exists(), timeout=120)
+    runner.wait_for_file(gate.reached, release.namespace, body["job"])
     status, running, _ = hook.api("GET", f"/v1/restores/{body['id']}", key.token())
     assert running["status"] == "running", running
     status, conflict, _ = hook.api("POST", "/v1/restores", key.token(), {"backup": "latest"})
     assert status == 409, conflict
     assert body["job"] in json.dumps(conflict), "the conflict names the running restore"
 
-    (gate / "hold").unlink()
+    gate.open()
     ran = runner.wait_for_job(release.namespace, body["job"])
     assert ran.code == 0, ran.log
     status, done, _ = hook.api("GET", f"/v1/restores/{body['id']}", key.token())

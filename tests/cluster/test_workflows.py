@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tarfile
 
-from conftest import install, wait_until
+from conftest import PgRestoreGate, install, wait_until
 from runner import JobRunner
 
 
@@ -102,20 +102,15 @@ def test_a_restore_job_restores_the_database_and_objects_skips_gitops_objects_an
 
 def test_a_second_restore_while_one_holds_the_lease_fails_naming_the_holder_and_changes_nothing(
         cluster, workdir, database):
-    gate = workdir / "gate"
-    gate.mkdir()
-    held = workdir / "pg_restore-held"
-    held.write_text(f"#!/bin/bash\ntouch '{gate}/reached'\nwhile [ ! -e '{gate}/release' ]; do sleep 0.05; done\n"
-                    "exec pg_restore \"$@\"\n")
-    held.chmod(0o755)
+    gate = PgRestoreGate(workdir, closed=True)
     release = install(cluster, workdir, database, values={
-        "extraEnv": [{"name": "PG_RESTORE_BIN", "value": str(held)}]})
+        "extraEnv": [{"name": "PG_RESTORE_BIN", "value": str(gate.wrapper)}]})
     with JobRunner(cluster, [release.namespace], workdir) as runner:
         backup_job(cluster, release, runner)
         database.sql("DELETE FROM customers WHERE id > 10")
         cluster.kubectl("create", "job", "--from=cronjob/database-restore", "restore-first", "-n", release.namespace)
         # The first restore holds the Lease while its pg_restore waits at the gate.
-        runner.wait_for_file(gate / "reached", release.namespace, "restore-first")
+        runner.wait_for_file(gate.reached, release.namespace, "restore-first")
 
         second = restore_job(cluster, release, runner, "restore-second")
         assert second.code == 1, second.log
@@ -123,7 +118,7 @@ def test_a_second_restore_while_one_holds_the_lease_fails_naming_the_holder_and_
         lease = cluster.get("lease", "eternia-backup-restore", release.namespace)
         assert "restore-first" in lease["spec"]["holderIdentity"]
 
-        (gate / "release").write_text("")
+        gate.open()
         first = runner.wait_for_job(release.namespace, "restore-first")
     assert first.code == 0, first.log
     assert database.sql("SELECT count(*) FROM customers") == "300"
