@@ -145,7 +145,7 @@ spawn kube-apiserver "$BIN/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 \
-  --authorization-mode Node,RBAC \
+  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
   --allow-privileged=true \
   --endpoint-reconciler-type none \
   --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log" --audit-log-format json \

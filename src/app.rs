@@ -146,7 +146,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
-            let policy = policy(&args.retention);
+            let policy = policy(&args.retention)?;
             for store in stores.all() {
                 let report = prune::prune(
                     store,
@@ -164,14 +164,29 @@ async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-pub fn policy(r: &RetentionArgs) -> Policy {
-    Policy {
+/// The retention policy; refuses one that would keep nothing but the newest backup (as the chart's schema
+/// refuses `retention.days: 0`), since a typo there deletes every other backup at the next run.
+pub fn policy(r: &RetentionArgs) -> Result<Policy> {
+    let p = Policy {
         keep_days: r.keep_days,
         keep_last: r.keep_last,
         keep_daily: r.keep_daily,
         keep_weekly: r.keep_weekly,
         keep_monthly: r.keep_monthly,
+    };
+    if p.keep_days == 0
+        && p.keep_last == 0
+        && p.keep_daily == 0
+        && p.keep_weekly == 0
+        && p.keep_monthly == 0
+    {
+        return Err(Error::Config(
+            "BACKUP_RETENTION_DAYS (--keep-days) is 0 and no other retention rule is set: retention would delete \
+             every backup but the newest. Set it to 1 or more, or set BACKUP_KEEP_LAST/DAILY/WEEKLY/MONTHLY"
+                .into(),
+        ));
     }
+    Ok(p)
 }
 
 async fn run_backup(global: &GlobalArgs, args: BackupArgs) -> Result<()> {
@@ -405,7 +420,9 @@ pub async fn backup_plan(global: &GlobalArgs, args: &BackupArgs) -> Result<Backu
             pg_dump: args.pg_dump.clone(),
             chunk_size,
         },
-        retention: (!args.no_prune).then(|| policy(&args.retention)),
+        retention: (!args.no_prune)
+            .then(|| policy(&args.retention))
+            .transpose()?,
         lease: Some(lease_config(args)),
         progress_interval: Duration::from_secs(args.progress_interval.max(1)),
     })

@@ -187,7 +187,7 @@ pub struct StoreArgs {
 
 #[derive(Args, Clone)]
 pub struct RetentionArgs {
-    /// Keep every backup younger than this many days (0 = rule off).
+    /// Keep every backup younger than this many days (0 = rule off; then another keep rule is required).
     #[arg(long, env = "BACKUP_RETENTION_DAYS", default_value_t = 7)]
     pub keep_days: u32,
     /// Keep the newest N backups.

@@ -9,7 +9,8 @@ use crate::error::Result;
 use crate::retention::{self, Policy, Reason};
 use crate::store::BackupStore;
 
-/// Interrupted backups leave `*.partial` files; after a day nobody is still writing them.
+/// Interrupted backups leave `*.partial` files, interrupted `--jobs` restores a scratch dump; after a day
+/// nobody is still writing them.
 pub const STALE_PARTIAL_AGE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Default)]
@@ -36,7 +37,7 @@ impl PruneReport {
         }
         for name in &self.stale_partials {
             out.push_str(&format!(
-                "{verb} {name} (stale partial file of an interrupted backup)\n"
+                "{verb} {name} (stale file of an interrupted backup or restore)\n"
             ));
         }
         out

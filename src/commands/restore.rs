@@ -20,6 +20,10 @@ use crate::postgres::restore::{self as pg, Counting, RestoreOptions, RowCheck};
 use crate::store::BackupStore;
 use crate::store::select::Stores;
 
+/// How often the restore looks at a restarted Deployment while it rolls out (a GET each time): the wait ends
+/// within this much of the rollout completing.
+const ROLLOUT_POLL: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Into the database itself, after ending other sessions and emptying it (exactly the backed-up state).
@@ -391,7 +395,7 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
                 &k.namespace,
                 apply::deployment_name(spec)?,
                 k.rollout_timeout,
-                Duration::from_secs(2),
+                ROLLOUT_POLL,
             )
             .await?;
         }

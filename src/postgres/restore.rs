@@ -14,6 +14,7 @@ use tracing::{info, instrument, warn};
 use super::snapshot::{USER_TABLES, connect, count_table, quote_ident};
 use super::target::PgTarget;
 use crate::archive::manifest::{Manifest, TableCount, chunk_number};
+use crate::archive::name::scratch_dump_name;
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
 
@@ -96,7 +97,7 @@ pub struct ScratchFile(PathBuf);
 
 impl ScratchFile {
     pub fn new(dir: &std::path::Path) -> ScratchFile {
-        ScratchFile(dir.join(format!(".eternia-restore-{}.dump", std::process::id())))
+        ScratchFile(dir.join(scratch_dump_name(std::process::id())))
     }
 
     pub fn path(&self) -> &std::path::Path {

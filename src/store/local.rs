@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tracing::{debug, info, instrument, warn};
 
 use super::{ArchiveSink, BackupStore, StoredBackup};
-use crate::archive::name::{PARTIAL_SUFFIX, SIDECAR_SUFFIX};
+use crate::archive::name::{PARTIAL_SUFFIX, SIDECAR_SUFFIX, is_scratch_dump_name};
 use crate::archive::{ArchiveName, Sidecar};
 use crate::error::{Error, Result};
 
@@ -180,11 +180,15 @@ impl BackupStore for LocalStore {
         let mut removed = Vec::new();
         for ent in rd.flatten() {
             let file = ent.file_name().to_string_lossy().into_owned();
-            let Some(base) = file.strip_suffix(PARTIAL_SUFFIX) else {
-                continue;
+            let ours = match file.strip_suffix(PARTIAL_SUFFIX) {
+                Some(base) => {
+                    let base = base.strip_suffix(SIDECAR_SUFFIX).unwrap_or(base);
+                    ArchiveName::parse(&self.prefix, base).is_some()
+                }
+                // The dump file of a `--jobs` restore that was killed before it could remove it.
+                None => is_scratch_dump_name(&file),
             };
-            let base = base.strip_suffix(SIDECAR_SUFFIX).unwrap_or(base);
-            if ArchiveName::parse(&self.prefix, base).is_none() {
+            if !ours {
                 continue;
             }
             let modified = ent.metadata().and_then(|m| m.modified()).unwrap_or(now);
@@ -195,7 +199,7 @@ impl BackupStore for LocalStore {
                 let path = ent.path();
                 fs::remove_file(&path)
                     .map_err(|e| Error::storage("cannot delete stale partial file", &path, e))?;
-                info!(file = %file, "removed stale partial file of an interrupted backup");
+                info!(file = %file, "removed stale file of an interrupted backup or restore");
             }
             removed.push(file);
         }

@@ -383,11 +383,17 @@ fn twenty_backups_killed_at_random_points_never_leave_a_listed_backup_that_fails
 
 /// A `pg_restore` that creates the schema (pre-data) for real, then stops at `gate` until released and
 /// fails: a restore killed at the gate has emptied (or created) its database and loaded no rows.
-fn pg_restore_stopping_after_the_schema(tools: &std::path::Path, gate: &Gate) -> std::path::PathBuf {
+fn pg_restore_stopping_after_the_schema(
+    tools: &std::path::Path,
+    gate: &Gate,
+) -> std::path::PathBuf {
     wrapper(
         tools,
         "pg_restore-stops",
-        &format!("pg_restore \"$@\" --section=pre-data || exit 1\n{}\nexit 1", gate.shell()),
+        &format!(
+            "pg_restore \"$@\" --section=pre-data || exit 1\n{}\nexit 1",
+            gate.shell()
+        ),
     )
 }
 
@@ -417,7 +423,10 @@ fn a_swap_restore_killed_midway_leaves_the_live_database_untouched_and_the_next_
     let (db, dir) = backed_up_then_changed();
     let (tools, gate) = (tempdir(), Gate::new());
     let mut child = restore_in(&db, dir.path())
-        .env("PG_RESTORE_BIN", pg_restore_stopping_after_the_schema(tools.path(), &gate))
+        .env(
+            "PG_RESTORE_BIN",
+            pg_restore_stopping_after_the_schema(tools.path(), &gate),
+        )
         .args(["latest", "--mode", "swap", "--no-safety-backup"])
         .spawn()
         .unwrap();
@@ -426,7 +435,11 @@ fn a_swap_restore_killed_midway_leaves_the_live_database_untouched_and_the_next_
         "SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_restore\\_%'",
         db.name
     );
-    assert_eq!(psql("postgres", &scratch), "1", "the kill lands while the scratch database is loaded");
+    assert_eq!(
+        psql("postgres", &scratch),
+        "1",
+        "the kill lands while the scratch database is loaded"
+    );
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(9));
 
@@ -453,7 +466,10 @@ fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
     let before = list_json(dir.path()).len();
     let (tools, gate) = (tempdir(), Gate::new());
     let mut child = restore_in(&db, dir.path())
-        .env("PG_RESTORE_BIN", pg_restore_stopping_after_the_schema(tools.path(), &gate))
+        .env(
+            "PG_RESTORE_BIN",
+            pg_restore_stopping_after_the_schema(tools.path(), &gate),
+        )
         .arg("latest")
         .spawn()
         .unwrap();
@@ -461,7 +477,11 @@ fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
     gate.wait_reached();
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(9));
-    assert_eq!(list_json(dir.path()).len(), before + 1, "the safety backup was taken");
+    assert_eq!(
+        list_json(dir.path()).len(),
+        before + 1,
+        "the safety backup was taken"
+    );
     assert_eq!(
         db.sql("SELECT count(*) FROM customers"),
         "0",

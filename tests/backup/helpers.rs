@@ -220,7 +220,9 @@ impl Gate {
     /// Shell lines for the wrapper: mark the gate reached, then wait to be released (or the gate dropped).
     pub fn shell(&self) -> String {
         let d = self.dir.path().display();
-        format!("touch '{d}/reached'; while [ -d '{d}' ] && [ ! -e '{d}/release' ]; do sleep 0.02; done")
+        format!(
+            "touch '{d}/reached'; while [ -d '{d}' ] && [ ! -e '{d}/release' ]; do sleep 0.02; done"
+        )
     }
 
     /// Blocks until a wrapper has reached the gate (30 s at most).

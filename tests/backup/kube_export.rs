@@ -1,5 +1,7 @@
-//! The Kubernetes export through the real `kube::Client`: against an in-memory API
-//! (kube-fake-client) for content and filters, and against a request-shape mock for pagination.
+//! The Kubernetes export through the real `kube::Client`: against an in-memory API (kube-fake-client) for
+//! the exported YAML and the selectors, and against a request-shape mock for pagination and a 403's text.
+//! What a backup exports from a real namespace (skipping the CA bundle, ServiceAccount tokens and Helm
+//! releases, the exclude selector) runs on the real API server: tests/cluster/test_workflows.py.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,8 +13,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::client::Body;
-
-use crate::helpers::*;
 
 const NS: &str = "eternia-production";
 
@@ -76,24 +76,6 @@ fn filter() -> ExportFilter {
         page_size: 100,
         ..ExportFilter::default()
     }
-}
-
-#[tokio::test]
-async fn export_keeps_app_objects_and_skips_root_ca_tokens_and_helm_releases() {
-    let export = export_namespace(fake_cluster().await, NS, &filter())
-        .await
-        .unwrap();
-    let mut paths: Vec<_> = export.objects.iter().map(|o| o.path.as_str()).collect();
-    paths.sort();
-    assert_eq!(
-        paths,
-        [
-            "kubernetes/eternia-production/ConfigMap/app-config.yaml",
-            "kubernetes/eternia-production/ConfigMap/scratch.yaml",
-            "kubernetes/eternia-production/Secret/db-credentials.yaml",
-        ]
-    );
-    assert_eq!((export.config_maps, export.secrets), (2, 1));
 }
 
 #[tokio::test]
@@ -249,30 +231,4 @@ async fn a_forbidden_list_names_the_rbac_to_grant() {
         err.contains("forbidden") && err.contains("RBAC") && err.contains("get/list on configmaps"),
         "{err}"
     );
-}
-
-#[tokio::test]
-async fn a_backup_with_kubernetes_export_stores_each_object_and_counts_them() {
-    let db = TestDb::with_sample_data();
-    let dir = tempdir();
-    let plan = backup_plan_with_cluster(&db, dir.path(), fake_cluster().await).await;
-
-    let summary = eternia_backup::commands::backup::run(plan).await.unwrap();
-    assert_eq!((summary.config_maps, summary.secrets), (2, 1));
-
-    let listing = std::process::Command::new("tar")
-        .arg("tzf")
-        .arg(dir.path().join(&summary.name))
-        .output()
-        .unwrap();
-    let entries = String::from_utf8(listing.stdout).unwrap();
-    assert!(
-        entries.contains("kubernetes/eternia-production/Secret/db-credentials.yaml"),
-        "{entries}"
-    );
-    run(bin()
-        .env("BACKUP_DIR", dir.path())
-        .args(["verify", &summary.name]))
-    .ok()
-    .says("entries verified");
 }

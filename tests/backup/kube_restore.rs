@@ -1,107 +1,14 @@
-//! Restore's Kubernetes steps through the real `kube::Client`: server-side apply of archived objects
-//! (in-memory API), the rollout-restart patch and the wait (request-shape mock).
+//! Restore's rollout-restart patch and the wait through the real `kube::Client` against a request-shape mock
+//! (a status sequence in a chosen order, a Deployment that never becomes ready). Server-side apply of the
+//! archived objects and a real rollout run on the real API server: tests/cluster/test_workflows.py.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use eternia_backup::kube::apply::{Action, apply_objects, rollout_restart, wait_rollout};
+use eternia_backup::kube::apply::{rollout_restart, wait_rollout};
 use http::{Request, Response};
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::Api;
 use kube::client::Body;
 
 const NS: &str = "eternia-production";
-
-fn archived(name: &str, value: &str, extra_meta: &str) -> Vec<u8> {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: old-ns\n{extra_meta}data:\n  LOG_LEVEL: {value}\n").into_bytes()
-}
-
-fn live(name: &str, value: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(NS.into()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            "LOG_LEVEL".to_string(),
-            value.to_string(),
-        )])),
-        ..ConfigMap::default()
-    }
-}
-
-async fn cluster() -> kube::Client {
-    kube_fake_client::ClientBuilder::new()
-        .with_object(live("changed", "debug"))
-        .with_object(live("same", "info"))
-        .with_object(live("argo-owned", "debug"))
-        .build()
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn archived_objects_overwrite_existing_ones_create_missing_ones_and_skip_argo_cd_managed_ones()
- {
-    let client = cluster().await;
-    let objects = vec![
-        archived("changed", "info", ""),
-        archived("same", "info", ""),
-        archived("missing", "warn", ""),
-        archived(
-            "argo-owned",
-            "info",
-            "  annotations:\n    argocd.argoproj.io/tracking-id: app:/ConfigMap:eternia-production/argo-owned\n",
-        ),
-    ];
-
-    let plan = apply_objects(client.clone(), NS, &objects, false, true)
-        .await
-        .unwrap();
-    let actions: Vec<_> = plan.iter().map(|a| (a.name.as_str(), a.action)).collect();
-    assert_eq!(
-        actions,
-        [
-            ("changed", Action::Update),
-            ("same", Action::Unchanged),
-            ("missing", Action::Create),
-            ("argo-owned", Action::Skipped)
-        ]
-    );
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    assert_eq!(
-        api.get("changed").await.unwrap().data.unwrap()["LOG_LEVEL"],
-        "debug",
-        "a dry run changes nothing"
-    );
-
-    apply_objects(client.clone(), NS, &objects, false, false)
-        .await
-        .unwrap();
-    assert_eq!(
-        api.get("changed").await.unwrap().data.unwrap()["LOG_LEVEL"],
-        "info"
-    );
-    assert_eq!(
-        api.get("missing").await.unwrap().data.unwrap()["LOG_LEVEL"],
-        "warn"
-    );
-    assert_eq!(
-        api.get("argo-owned").await.unwrap().data.unwrap()["LOG_LEVEL"],
-        "debug"
-    );
-
-    apply_objects(client.clone(), NS, &objects, true, false)
-        .await
-        .unwrap();
-    assert_eq!(
-        api.get("argo-owned").await.unwrap().data.unwrap()["LOG_LEVEL"],
-        "info",
-        "--include-gitops-managed"
-    );
-}
 
 async fn next(
     handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,

@@ -103,30 +103,45 @@ fn keep_last_and_monthly_rules_combine() {
     );
 }
 
+/// Interrupted backups leave `.partial` files, interrupted `--jobs` restores their scratch dump: after a
+/// day nobody is writing them, and left alone they would fill the backup volume.
 #[test]
-fn stale_partial_files_older_than_a_day_are_removed_fresh_ones_stay() {
+fn stale_partial_files_and_scratch_dumps_older_than_a_day_are_removed_fresh_ones_stay() {
     let dir = tempdir();
     backups_on(dir.path(), &["20200101-020000"]);
-    let stale = dir
-        .path()
-        .join("eternia-backup-20200102-020000.tar.gz.partial");
-    let fresh = dir
-        .path()
-        .join("eternia-backup-20200103-020000.tar.gz.partial");
-    std::fs::write(&stale, "interrupted").unwrap();
-    std::fs::write(&fresh, "being written").unwrap();
-    assert!(
-        Command::new("touch")
-            .args(["-d", "2 days ago"])
-            .arg(&stale)
-            .status()
-            .unwrap()
-            .success()
+    let file = |name: &str, content: &str, two_days_old: bool| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        if two_days_old {
+            assert!(
+                Command::new("touch")
+                    .args(["-d", "2 days ago"])
+                    .arg(&path)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        path
+    };
+    let stale = file(
+        "eternia-backup-20200102-020000.tar.gz.partial",
+        "interrupted",
+        true,
     );
+    let fresh = file(
+        "eternia-backup-20200103-020000.tar.gz.partial",
+        "being written",
+        false,
+    );
+    let stale_dump = file(".eternia-restore-4242.dump", "killed restore", true);
+    let fresh_dump = file(".eternia-restore-4343.dump", "restore running", false);
+    let not_ours = file(".eternia-restore-notes.dump", "someone else's", true);
 
-    run(bin().env("BACKUP_DIR", dir.path()).args(["prune"])).ok();
-    assert!(!stale.exists());
-    assert!(fresh.exists());
+    let r = run(bin().env("BACKUP_DIR", dir.path()).args(["prune"])).ok();
+    assert!(!stale.exists() && !stale_dump.exists(), "{}", r.stderr);
+    assert!(fresh.exists() && fresh_dump.exists());
+    assert!(not_ours.exists(), "only names a restore writes are removed");
 }
 
 #[test]
@@ -138,4 +153,29 @@ fn backup_applies_retention_after_it_succeeds() {
     let left = names(dir.path());
     assert_eq!(left.len(), 1);
     assert!(!left.contains(&old[0]) && !left.contains(&old[1]));
+}
+
+/// `BACKUP_RETENTION_DAYS=0` alone would keep only the newest backup: refused as the chart's schema refuses it.
+#[test]
+fn retention_days_zero_with_no_other_rule_is_refused_and_deletes_nothing() {
+    let dir = tempdir();
+    let all = backups_on(dir.path(), &["20200101-020000", "20200102-020000"]);
+    let r = run(bin()
+        .env("BACKUP_DIR", dir.path())
+        .env("BACKUP_RETENTION_DAYS", "0")
+        .args(["prune"]))
+    .failed(2);
+    r.says("BACKUP_RETENTION_DAYS");
+    r.says("every backup but the newest");
+    assert_eq!(names(dir.path()), all);
+
+    let db = TestDb::with_sample_data();
+    run(backup_cmd(&db, dir.path()).env("BACKUP_RETENTION_DAYS", "0"))
+        .failed(2)
+        .says("BACKUP_RETENTION_DAYS");
+    assert_eq!(
+        names(dir.path()),
+        all,
+        "the backup refuses before it writes anything"
+    );
 }

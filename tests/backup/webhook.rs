@@ -797,7 +797,10 @@ async fn status_follows_the_job_from_pending_to_running_to_succeeded_and_a_new_r
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(seen, "the restore's success reaches the metrics within 10 s");
+    assert!(
+        seen,
+        "the restore's success reaches the metrics within 10 s"
+    );
 }
 
 #[test]

@@ -111,24 +111,25 @@ def main():
                 psql("postgres", "DROP DATABASE eb_rto_bare WITH (FORCE)")
                 psql("postgres", "CHECKPOINT")
 
+                # The database being replaced is a settled, live one (hint bits set, vacuumed), not the freshly
+                # loaded result of the previous round, whose first full read (the safety dump) writes every page.
+                db.sql("VACUUM")
+                psql("postgres", "CHECKPOINT")
                 t0 = time.time()
                 status, body, _ = hook.api("POST", "/v1/restores", hs256_token(), {"backup": "latest"})
+                t_created = time.time()  # the webhook answers 202 once the Job exists
                 assert status == 202, body
                 ran = runner.wait_for_job(release.namespace, body["job"], timeout=1800)
                 assert ran.code == 0, ran.log
                 cluster.kubectl("rollout", "status", "deployment/eternia-backend", "-n", release.app_namespace,
                                 "--timeout=60s")
                 t_end = time.time()
-                job = cluster.get("job", body["job"], release.namespace)
-                pod = cluster.get("pods", namespace=release.namespace,
-                                  selector=f"batch.kubernetes.io/job-name={body['job']}")["items"][-1]
-                created = ts(job["metadata"]["creationTimestamp"])
-                started = ts(pod["status"]["startTime"])
-                complete = ts(next(c["lastTransitionTime"] for c in job["status"]["conditions"]
-                                   if c["type"] == "Complete"))
                 phases = phase_times(ran.log)
-                rows.append({"bare": bare, "total": t_end - t0, "queue": created - t0, "start": started - created,
-                             "phases": phases, "started": started, "complete": complete, "end": t_end})
+                # The process's exit ends the last phase; the Job controller's Complete and the final rollout
+                # check are the rest.
+                rows.append({"bare": bare, "total": t_end - t0, "queue": t_created - t0,
+                             "start": ran.started - t_created, "phases": phases, "complete": ran.finished,
+                             "after": t_end - ran.finished})
                 print(f"round {rnd + 1}: bare {bare:.2f} s, request -> rollout complete {t_end - t0:.2f} s",
                       file=sys.stderr)
                 # Each restore adds a safety backup: keep only the original for the next round.
@@ -140,8 +141,9 @@ def main():
     total = statistics.median(r["total"] for r in rows)
     print(f"\nrecovery of {SOURCE} copy ({size}), {os.cpu_count()} cores, median of {ROUNDS} rounds\n")
     print("| phase | s (median) |\n|---|---|")
-    print(f"| queueing: request -> Job created | {statistics.median(r['queue'] for r in rows):.2f} |")
-    print(f"| Job start: created -> pod running | {statistics.median(r['start'] for r in rows):.2f} |")
+    print(f"| queueing: request -> Job created (202) | {statistics.median(r['queue'] for r in rows):.2f} |")
+    print(f"| Job start: Job created -> pod scheduled and its process started | "
+          f"{statistics.median(r['start'] for r in rows):.2f} |")
     for i, (name, _) in enumerate(PHASES):
         spans = []
         for r in rows:
@@ -152,6 +154,7 @@ def main():
             spans.append(min(later) - p[name])
         if spans:
             print(f"| {name} | {statistics.median(spans):.2f} |")
+    print(f"| process exit -> Job Complete seen, rollout checked | {statistics.median(r['after'] for r in rows):.2f} |")
     print(f"| request -> rollout complete | **{total:.2f}** |")
     print(f"| bare pg_restore -j2 from a local file | {bare:.2f} |")
     print(f"\nratio: **{total / bare:.2f}x** bare pg_restore -j2 (target <= 1.3x)")

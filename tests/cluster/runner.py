@@ -26,6 +26,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class Ran:
     args: list[str]
     code: int
     log: str
+    started: float = 0.0  # when the process was spawned (epoch seconds)
+    finished: float = 0.0  # when it exited
 
 
 class LocalPod:
@@ -201,14 +204,14 @@ class JobRunner:
                     self._threads.append(t)
             self._stop.wait(0.2)
 
-    def _status(self, pod: dict, phase: str, state: dict, ready: bool):
+    def _status(self, pod: dict, phase: str, state: dict, ready: bool, started: str | None = None):
         name = pod["spec"]["containers"][0]["name"]
         image = pod["spec"]["containers"][0]["image"]
         t = now()
         status = {
             "status": {
                 "phase": phase,
-                "startTime": t,
+                "startTime": started or t,
                 "hostIP": "127.0.0.1",
                 "podIP": "127.0.0.1",
                 "conditions": [
@@ -236,15 +239,17 @@ class JobRunner:
             with self._lock:
                 self.ran.append(Ran(ns, name, job, [], 128, log.read_text()))
             return
-        started = now()
+        started, t_started = now(), time.time()
         proc = local.spawn(log)
-        self._status(pod, "Running", {"running": {"startedAt": started}}, True)
+        self._status(pod, "Running", {"running": {"startedAt": started}}, True, started)
         code = proc.wait()
+        t_finished = time.time()
         phase = "Succeeded" if code == 0 else "Failed"
         self._status(pod, phase, {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                                 "startedAt": started, "finishedAt": now()}}, False)
+                                                 "startedAt": started, "finishedAt": now()}}, False, started)
         with self._lock:
-            self.ran.append(Ran(ns, name, job, local.argv, code, log.read_text(errors="replace")))
+            self.ran.append(Ran(ns, name, job, local.argv, code, log.read_text(errors="replace"), t_started,
+                                t_finished))
 
     def wait_for_file(self, path: Path, namespace: str, job: str, timeout: float = 120):
         """Waits until a wrapper run by `job` creates `path`; fails with the job's log if the job ended first."""

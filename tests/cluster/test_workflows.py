@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import tarfile
 
+import yaml
+
 from conftest import PgRestoreGate, install, wait_until
 from runner import JobRunner
 
@@ -59,6 +61,37 @@ def test_the_runbooks_manual_backup_exports_the_app_namespace_and_writes_an_arch
     assert not any("kube-root-ca.crt" in m for m in members), "the cluster's CA bundle is not backed up"
     job = cluster.get("job", "manual-backup", release.namespace)
     assert job["status"].get("succeeded") == 1
+
+
+def test_a_backup_exports_only_the_apps_own_objects_stripped_of_server_fields_and_honours_the_exclude_selector(
+        cluster, workdir, database):
+    release = install(cluster, workdir, database, values={"backup": {"excludeSelector": "backup.eternia.io/skip=true"}})
+    ns = release.app_namespace
+    cluster.apply(app_objects(ns) + [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "scratch", "namespace": ns,
+                                                               "labels": {"backup.eternia.io/skip": "true"}},
+         "data": {"tmp": "1"}},
+        # What the cluster and Helm put there: never part of the application's state.
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+         "metadata": {"name": "default-token", "namespace": ns,
+                      "annotations": {"kubernetes.io/service-account.name": "default"}}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+         "metadata": {"name": "sh.helm.release.v1.eternia.v3", "namespace": ns}, "stringData": {"release": "x"}},
+    ])
+    wait_until("the token controller fills the ServiceAccount token",
+               lambda: cluster.get("secret", "default-token", ns).get("data", {}).get("token"))
+
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        backup_job(cluster, release, runner)
+
+    with tarfile.open(release.backups / archives(release)[0]) as tar:
+        objects = sorted(m for m in tar.getnames() if m.startswith("kubernetes/"))
+        secret = yaml.safe_load(tar.extractfile(f"kubernetes/{ns}/Secret/app-secret.yaml"))
+    assert objects == [f"kubernetes/{ns}/ConfigMap/app-config.yaml", f"kubernetes/{ns}/ConfigMap/gitops-config.yaml",
+                       f"kubernetes/{ns}/Secret/app-secret.yaml"], objects
+    for field in ("uid", "resourceVersion", "managedFields", "creationTimestamp"):
+        assert field not in secret["metadata"], f"{field} is set by the server and not archived"
+    assert secret["data"]["api-key"] == "YmFja2VkLXVwLWtleQ=="
 
 
 def test_a_restore_job_restores_the_database_and_objects_skips_gitops_objects_and_rolls_the_app_out(
@@ -117,6 +150,10 @@ def test_a_second_restore_while_one_holds_the_lease_fails_naming_the_holder_and_
         assert "restore-first" in second.log, f"the error names the holder: {second.log}"
         lease = cluster.get("lease", "eternia-backup-restore", release.namespace)
         assert "restore-first" in lease["spec"]["holderIdentity"]
+        # A backup while a restore holds the Lease skips with exit 0 and writes nothing.
+        before = archives(release)
+        skipped = backup_job(cluster, release, runner, name="backup-during-restore")
+        assert "restore" in skipped.log and archives(release) == before, skipped.log
 
         gate.open()
         first = runner.wait_for_job(release.namespace, "restore-first")
