@@ -53,6 +53,7 @@ pub fn is_scratch_dump_name(file: &str) -> bool {
         .and_then(|rest| rest.strip_suffix(SCRATCH_DUMP_SUFFIX))
         .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
+
 const STAMP: &str = "%Y%m%d-%H%M%S";
 
 /// A parsed archive name. Only names of this shape belong to us: everything else in a backup location is
