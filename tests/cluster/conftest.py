@@ -107,7 +107,7 @@ class Cluster:
                 timeout: float = 120) -> str:
         p = run([self.kubectl_path, "--kubeconfig", str(kubeconfig or self.kubeconfig), *args], input=input,
                 check=check, timeout=timeout)
-        return p.stdout if check else p
+        return p.stdout
 
     def get(self, kind: str, name: str | None = None, namespace: str | None = None, selector: str | None = None,
             kubeconfig: Path | None = None) -> Any:
@@ -115,10 +115,6 @@ class Cluster:
         if selector:
             args += ["-l", selector]
         return json.loads(self.kubectl(*args, "-o", "json", kubeconfig=kubeconfig))
-
-    def exists(self, kind: str, name: str, namespace: str) -> bool:
-        p = self.kubectl("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name", check=True)
-        return bool(p.strip())
 
     def apply(self, docs: Any, server_side: bool = False) -> str:
         text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs if isinstance(docs, list) else [docs])
@@ -248,9 +244,6 @@ class Release:
 
     def full(self, component: str) -> str:
         return f"{self.name}-{component}"
-
-    def kubeconfig_of(self, component: str, directory: Path) -> Path:
-        return self.cluster.kubeconfig_for(self.full(component), self.namespace, directory)
 
     def upgrade(self, *args: str) -> subprocess.CompletedProcess:
         """`helm upgrade --reuse-values` with the extra arguments (e.g. --set schedule=...)."""
