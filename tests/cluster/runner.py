@@ -62,7 +62,7 @@ class LocalPod:
         self.container = pod["spec"]["containers"][0]
         self.mounts = self._mounts()
         self.env = self._env(overrides or {})
-        self.argv = [self._local(a) for a in self._argv()]
+        self.argv = self._argv()
 
     # --- volumes ---------------------------------------------------------------------------------------
     def _mounts(self) -> dict[str, Path]:
@@ -120,8 +120,7 @@ class LocalPod:
         return value
 
     def _env(self, overrides: dict[str, str]) -> dict[str, str]:
-        # As the kubelet sets them: the container's hostname is the pod's name.
-        env = {"PATH": os.environ["PATH"], "HOME": str(self.scratch), "HOSTNAME": self.name}
+        env: dict[str, str] = {}
         for source in self.container.get("envFrom", []):
             kind = "secret" if "secretRef" in source else "configmap"
             ref = source.get("secretRef") or source.get("configMapRef")
@@ -142,7 +141,10 @@ class LocalPod:
                 value = self._field(vf["fieldRef"]["fieldPath"])
             if value is not None:
                 env[e["name"]] = value
+        # Paths inside the pod's mounts become the local directories; then what the kubelet and the runner add
+        # (the container's hostname is the pod's name), never rewritten.
         env = {k: self._local(v) for k, v in env.items()}
+        env.update({"PATH": os.environ["PATH"], "HOME": str(self.scratch), "HOSTNAME": self.name})
         sa = self.pod["spec"].get("serviceAccountName", "default")
         if self.pod["spec"].get("automountServiceAccountToken", True) is not False:
             env["KUBECONFIG"] = str(self.cluster.kubeconfig_for(sa, self.namespace, self.scratch, pod=self.name))
@@ -153,7 +155,8 @@ class LocalPod:
 
     def _argv(self) -> list[str]:
         command = self.container.get("command") or [ENTRYPOINT]
-        argv = command + self.container.get("args", [])
+        argv = [self._local(a) for a in command + self.container.get("args", [])]
+        # The image's entrypoint is the binary cargo built (which may itself live under /tmp: not rewritten).
         return [str(binary()) if a == ENTRYPOINT else a for a in argv]
 
     def spawn(self, log: Path) -> subprocess.Popen:
