@@ -37,9 +37,9 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.k8s.lock"
 flock 9
 want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
-have=1
-for b in "${want[@]}"; do [[ -x $BIN/$b ]] || have=0; done
-if [[ $have == 1 ]]; then
+missing=()
+for b in "${want[@]}"; do [[ -x $BIN/$b ]] || missing+=("$b"); done
+if ((${#missing[@]} == 0)); then
   echo "$BIN"
   exit 0
 fi
@@ -54,7 +54,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 start=$SECONDS
-if [[ ! -x $BIN/kube-apiserver || ! -x $BIN/kube-controller-manager || ! -x $BIN/kube-scheduler || ! -x $BIN/kubectl ]]; then
+if [[ " ${missing[*]} " == *" kube"* ]]; then  # any of kube-apiserver, -controller-manager, -scheduler, kubectl
   log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (one-time, ~20-35 min on 2 cores)"
   (cd "$MOD" && go build -tags selinux,notest -ldflags "-s -w $ldflags" -o "$BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \

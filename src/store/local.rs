@@ -198,7 +198,7 @@ impl BackupStore for LocalStore {
             if !dry_run {
                 let path = ent.path();
                 fs::remove_file(&path)
-                    .map_err(|e| Error::storage("cannot delete stale partial file", &path, e))?;
+                    .map_err(|e| Error::storage("cannot delete stale file of an interrupted run", &path, e))?;
                 info!(file = %file, "removed stale file of an interrupted backup or restore");
             }
             removed.push(file);

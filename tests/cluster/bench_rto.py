@@ -59,7 +59,6 @@ BOUNDARIES = [
     ("restart + rollout wait", re.compile(r"kubernetes object .*action=")),
     ("exit", re.compile(r"rollout complete")),
 ]
-PHASES = BOUNDARIES
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -144,13 +143,13 @@ def main():
     print(f"| queueing: request -> Job created (202) | {statistics.median(r['queue'] for r in rows):.2f} |")
     print(f"| Job start: Job created -> pod scheduled and its process started | "
           f"{statistics.median(r['start'] for r in rows):.2f} |")
-    for i, (name, _) in enumerate(PHASES):
+    for i, (name, _) in enumerate(BOUNDARIES):
         spans = []
         for r in rows:
             p = r["phases"]
             if name not in p:
                 continue
-            later = [p[n] for n, _ in PHASES[i + 1:] if n in p] + [r["complete"]]
+            later = [p[n] for n, _ in BOUNDARIES[i + 1:] if n in p] + [r["complete"]]
             spans.append(min(later) - p[name])
         if spans:
             print(f"| {name} | {statistics.median(spans):.2f} |")
