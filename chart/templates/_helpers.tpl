@@ -1,187 +1,236 @@
 {{/*
 Names, labels and the pieces every pod shares. Labels are defined here once; templates never repeat them.
 Nothing here is random or time-based: a render depends only on the values (Argo CD stays in sync).
+
+Calling convention: every helper below takes one argument, a dict holding the root context under "ctx"
+and the helper's own arguments beside it:
+  include "eternia-backup.fullname" (dict "ctx" $)
+  include "eternia-backup.labels" (dict "ctx" $ "component" "backup" "extra" $.Values.backup.podLabels)
+Templates pass $ (the root, whatever `with`/`range` has rebound `.` to); inside a helper $ is that dict,
+so helpers read the root as .ctx (bound to $ctx) and pass (dict "ctx" $ctx ...) on. The only other
+includes are of template files (checksums), which take the root context itself.
 */}}
 
+{{/* The chart name, or nameOverride. Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- default .ctx.Chart.Name .ctx.Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Prefix of every name the chart derives: fullnameOverride, else the release name (plus the chart name unless the release name contains it). Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $ctx := .ctx -}}
+{{- if $ctx.Values.fullnameOverride }}
+{{- $ctx.Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $name := default $ctx.Chart.Name $ctx.Values.nameOverride }}
+{{- if contains $name $ctx.Release.Name }}
+{{- $ctx.Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" $ctx.Release.Name $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+<fullname>-<suffix>, cut to 63 characters (the DNS label limit) without a trailing "-". Every derived
+object name goes through here. Usage: (dict "ctx" $ "suffix" "config")
+*/}}
+{{- define "eternia-backup.suffixedName" -}}
+{{- printf "%s-%s" (include "eternia-backup.fullname" (dict "ctx" .ctx)) (required "eternia-backup.suffixedName: suffix is required" .suffix) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "eternia-backup.chart" -}}
-{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Selector labels: stable across upgrades. */}}
+{{/*
+Selector labels (name, instance and, when given, component): stable across upgrades, so nothing
+overrides them. Usage: (dict "ctx" $ "component" "webhook"), or (dict "ctx" $) for the whole release.
+*/}}
 {{- define "eternia-backup.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "eternia-backup.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{- $labels := dict "app.kubernetes.io/name" (include "eternia-backup.name" (dict "ctx" .ctx)) "app.kubernetes.io/instance" .ctx.Release.Name -}}
+{{- with .component }}
+{{- $_ := set $labels "app.kubernetes.io/component" . -}}
+{{- end }}
+{{- toYaml $labels }}
 {{- end }}
 
-{{/* Labels of every resource. */}}
+{{/*
+Labels of every object: one dict, rendered with toYaml, so no key appears twice. Precedence, lowest
+first: the standard labels (helm.sh/chart, app.kubernetes.io/version, managed-by, part-of), then
+.Values.commonLabels, then "extra" (an object's own labels: podLabels, metrics.*.labels), then the selector
+labels, which always win: a commonLabel or extra label giving a selector label another value fails the
+render (it would split a Deployment's pods from its selector; rename with nameOverride instead).
+Usage: (dict "ctx" $ "component" "backup" "extra" $.Values.backup.podLabels); "extra" is optional.
+*/}}
 {{- define "eternia-backup.labels" -}}
-helm.sh/chart: {{ include "eternia-backup.chart" . }}
-{{ include "eternia-backup.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: eternia-backup
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{- $ctx := .ctx -}}
+{{- $component := required "eternia-backup.labels: component is required" .component -}}
+{{- $selector := include "eternia-backup.selectorLabels" (dict "ctx" $ctx "component" $component) | fromYaml -}}
+{{- $labels := dict -}}
+{{- $_ := set $labels "helm.sh/chart" (include "eternia-backup.chart" (dict "ctx" $ctx)) -}}
+{{- $_ = set $labels "app.kubernetes.io/version" ($ctx.Values.image.tag | default $ctx.Chart.AppVersion | trunc 63 | trimSuffix "-") -}}
+{{- $_ = set $labels "app.kubernetes.io/managed-by" $ctx.Release.Service -}}
+{{- $_ = set $labels "app.kubernetes.io/part-of" "eternia-backup" -}}
+{{- range $source := list $ctx.Values.commonLabels .extra }}
+{{- range $key, $value := $source }}
+{{- if and (hasKey $selector $key) (ne (toString $value) (get $selector $key)) }}
+{{- fail (printf "label %s=%q cannot replace the selector label %s=%q (from commonLabels or an object's own labels): selector labels stay stable; use nameOverride to change app.kubernetes.io/name" $key (toString $value) $key (get $selector $key)) }}
+{{- end }}
+{{- $_ = set $labels $key $value -}}
 {{- end }}
 {{- end }}
-
-{{/* Labels of a component's resources. Usage: include "eternia-backup.componentLabels" (list . "backup") */}}
-{{- define "eternia-backup.componentLabels" -}}
-{{ include "eternia-backup.labels" (index . 0) }}
-app.kubernetes.io/component: {{ index . 1 }}
+{{- range $key, $value := $selector }}
+{{- $_ = set $labels $key $value -}}
 {{- end }}
-
-{{/* Selector labels of a component. Usage: include "eternia-backup.componentSelectorLabels" (list . "webhook") */}}
-{{- define "eternia-backup.componentSelectorLabels" -}}
-{{ include "eternia-backup.selectorLabels" (index . 0) }}
-app.kubernetes.io/component: {{ index . 1 }}
-{{- end }}
-
-{{/* Argo CD sync wave: storage, configuration and RBAC before the workloads that use them. */}}
-{{- define "eternia-backup.syncWave.prerequisite" -}}
-argocd.argoproj.io/sync-wave: "-1"
-{{- end }}
-{{- define "eternia-backup.syncWave.workload" -}}
-argocd.argoproj.io/sync-wave: "0"
-{{- end }}
-{{- define "eternia-backup.syncWave.monitoring" -}}
-argocd.argoproj.io/sync-wave: "1"
+{{- toYaml $labels }}
 {{- end }}
 
+{{/*
+Argo CD sync wave: storage, configuration and RBAC (prerequisite, -1) before the workloads that use them
+(workload, 0), then monitoring and ingress (monitoring, 1). Usage: (dict "ctx" $ "wave" "prerequisite")
+*/}}
+{{- define "eternia-backup.syncWave" -}}
+{{- $waves := dict "prerequisite" "-1" "workload" "0" "monitoring" "1" -}}
+{{- if not (hasKey $waves (toString .wave)) }}
+{{- fail (printf "eternia-backup.syncWave: unknown wave %q (prerequisite, workload or monitoring)" (toString .wave)) }}
+{{- end -}}
+argocd.argoproj.io/sync-wave: {{ get $waves .wave | quote }}
+{{- end }}
+
+{{/* Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.image" -}}
-{{- if .Values.image.digest -}}
-{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- $ctx := .ctx -}}
+{{- if $ctx.Values.image.digest -}}
+{{ $ctx.Values.image.repository }}@{{ $ctx.Values.image.digest }}
 {{- else -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ $ctx.Values.image.repository }}:{{ $ctx.Values.image.tag | default $ctx.Chart.AppVersion }}
 {{- end -}}
 {{- end }}
 
-{{/* ServiceAccount name of a component. Usage: include "eternia-backup.serviceAccountName" (list . "backup") */}}
+{{/* ServiceAccount name of a component. Usage: (dict "ctx" $ "component" "backup") */}}
 {{- define "eternia-backup.serviceAccountName" -}}
-{{- $ctx := index . 0 }}
-{{- $component := index . 1 }}
-{{- $name := get $ctx.Values.serviceAccount.names $component }}
+{{- $ctx := .ctx }}
+{{- $name := get $ctx.Values.serviceAccount.names .component }}
 {{- if $name }}
 {{- $name }}
 {{- else if $ctx.Values.serviceAccount.create }}
-{{- printf "%s-%s" (include "eternia-backup.fullname" $ctx) $component | trunc 63 | trimSuffix "-" }}
+{{- include "eternia-backup.suffixedName" (dict "ctx" $ctx "suffix" .component) }}
 {{- else }}
 {{- "default" }}
 {{- end }}
 {{- end }}
 
-{{/* Name of a component's Roles/RoleBindings. Usage: (list . "restore" "app") */}}
+{{/* Name of a component's Roles/RoleBindings. Usage: (dict "ctx" $ "component" "restore" "scope" "app") */}}
 {{- define "eternia-backup.rbacName" -}}
-{{- printf "%s-%s-%s" (include "eternia-backup.fullname" (index . 0)) (index . 1) (index . 2) | trunc 63 | trimSuffix "-" }}
+{{- include "eternia-backup.suffixedName" (dict "ctx" .ctx "suffix" (printf "%s-%s" .component .scope)) }}
 {{- end }}
 
+{{/* Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.configMapName" -}}
-{{- printf "%s-config" (include "eternia-backup.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "eternia-backup.suffixedName" (dict "ctx" .ctx "suffix" "config") }}
 {{- end }}
 
+{{/* Name of the webhook's Deployment, Service, ConfigMap, Ingress, NetworkPolicy, ServiceMonitor. Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.webhookName" -}}
-{{- printf "%s-webhook" (include "eternia-backup.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "eternia-backup.suffixedName" (dict "ctx" .ctx "suffix" "webhook") }}
 {{- end }}
 
+{{/* Usage: (dict "ctx" $) */}}
+{{- define "eternia-backup.jwksConfigMapName" -}}
+{{- include "eternia-backup.suffixedName" (dict "ctx" .ctx "suffix" "webhook-jwks") }}
+{{- end }}
+
+{{/* Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.credentialsSecretName" -}}
-{{- .Values.credentials.existingSecret | default .Values.credentials.name }}
+{{- .ctx.Values.credentials.existingSecret | default .ctx.Values.credentials.name }}
 {{- end }}
 
+{{/* Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.webhookSecretName" -}}
-{{- .Values.webhook.auth.existingSecret | default (include "eternia-backup.webhookName" .) }}
+{{- .ctx.Values.webhook.auth.existingSecret | default (include "eternia-backup.webhookName" (dict "ctx" .ctx)) }}
 {{- end }}
 
-{{/* The chart creates the webhook Secret only when it has something to put in it. */}}
+{{/* The chart creates the webhook Secret only when it has something to put in it. Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.webhookSecretCreated" -}}
-{{- if and .Values.webhook.enabled (not .Values.webhook.auth.existingSecret) (or .Values.webhook.auth.jwtHs256Secret .Values.webhook.slack.signingSecret) -}}
+{{- $w := .ctx.Values.webhook -}}
+{{- if and $w.enabled (not $w.auth.existingSecret) (or $w.auth.jwtHs256Secret $w.slack.signingSecret) -}}
 true
 {{- end -}}
 {{- end }}
 
+{{/* Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.claimName" -}}
-{{- .Values.persistence.existingClaim | default (printf "%s-backups" (include "eternia-backup.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- .ctx.Values.persistence.existingClaim | default (include "eternia-backup.suffixedName" (dict "ctx" .ctx "suffix" "backups")) }}
 {{- end }}
 
+{{/* Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.leaseName" -}}
-{{- .Values.lease.name | default (printf "%s-restore" (include "eternia-backup.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- .ctx.Values.lease.name | default (include "eternia-backup.suffixedName" (dict "ctx" .ctx "suffix" "restore")) }}
 {{- end }}
 
-{{/* BACKUP_STORE, derived from where backups are kept. */}}
+{{/* BACKUP_STORE, derived from where backups are kept. Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.store" -}}
-{{- if and .Values.persistence.enabled .Values.s3.enabled -}}
+{{- $ctx := .ctx -}}
+{{- if and $ctx.Values.persistence.enabled $ctx.Values.s3.enabled -}}
 both
-{{- else if .Values.s3.enabled -}}
+{{- else if $ctx.Values.s3.enabled -}}
 s3
-{{- else if .Values.persistence.enabled -}}
+{{- else if $ctx.Values.persistence.enabled -}}
 local
 {{- else -}}
 {{- fail "persistence.enabled and s3.enabled are both false: backups would be kept nowhere. Enable at least one." -}}
 {{- end -}}
 {{- end }}
 
-{{/* Pod-level settings shared by every pod. */}}
+{{/* Pod-level settings shared by every pod. Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.podCommon" -}}
+{{- $ctx := .ctx -}}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- toYaml $ctx.Values.podSecurityContext | nindent 2 }}
+{{- with $ctx.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.priorityClassName }}
+{{- with $ctx.Values.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- with $ctx.Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $ctx.Values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with $ctx.Values.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
 
-{{/* checksum/config annotations: pods change when the settings they read change. */}}
+{{/* checksum/config annotations: pods change when the settings they read change. Usage: (dict "ctx" $) */}}
 {{- define "eternia-backup.checksums" -}}
-checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-{{- if not .Values.credentials.existingSecret }}
-checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- $ctx := .ctx -}}
+checksum/config: {{ include (print $ctx.Template.BasePath "/configmap.yaml") $ctx | sha256sum }}
+{{- if not $ctx.Values.credentials.existingSecret }}
+checksum/secret: {{ include (print $ctx.Template.BasePath "/secret.yaml") $ctx | sha256sum }}
 {{- end }}
 {{- end }}
 
 {{/*
 The container settings shared by every eternia-backup container: image, security context, and the shared
-ConfigMap as environment. Usage: include "eternia-backup.containerCommon" (dict "ctx" . "configMaps" (list "extra"))
+ConfigMap as environment. Usage: include "eternia-backup.containerCommon" (dict "ctx" $ "configMaps" (list "extra"))
 */}}
 {{- define "eternia-backup.containerCommon" -}}
 {{- $ctx := .ctx -}}
-image: {{ include "eternia-backup.image" $ctx }}
+image: {{ include "eternia-backup.image" (dict "ctx" $ctx) }}
 imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
 securityContext:
   {{- toYaml $ctx.Values.securityContext | nindent 2 }}
 envFrom:
   - configMapRef:
-      name: {{ include "eternia-backup.configMapName" $ctx }}
+      name: {{ include "eternia-backup.configMapName" (dict "ctx" $ctx) }}
   {{- range .configMaps }}
   - configMapRef:
       name: {{ . }}
@@ -192,12 +241,12 @@ envFrom:
 Environment of a container, beyond the ConfigMaps (envFrom). Secrets only ever come in here, through
 secretKeyRef, and only the ones the component needs. Every secret key is optional: a key missing from the
 Secret leaves its variable unset (the binary then says which setting is missing).
-Usage: include "eternia-backup.env" (dict "ctx" . "database" true "s3" true "slack" true "lease" true
+Usage: include "eternia-backup.env" (dict "ctx" $ "database" true "s3" true "slack" true "lease" true
   "ageIdentity" true "secretEnv" (list (list "ENV" "secret-name" "key")) "env" (list (dict "name" "X" "value" "y")))
 */}}
 {{- define "eternia-backup.env" -}}
 {{- $ctx := .ctx -}}
-{{- $secret := include "eternia-backup.credentialsSecretName" $ctx -}}
+{{- $secret := include "eternia-backup.credentialsSecretName" (dict "ctx" $ctx) -}}
 {{- $keys := $ctx.Values.credentials.keys -}}
 {{- $fromSecrets := list -}}
 {{- if .database -}}
@@ -246,7 +295,7 @@ env:
 
 {{/*
 Volume mounts of a container: a writable /tmp, the backup volume, the age identity.
-Usage: (dict "ctx" . "backups" true "readOnly" false "ageIdentity" false "extra" (list ...))
+Usage: (dict "ctx" $ "backups" true "readOnly" false "ageIdentity" false "extra" (list ...))
 */}}
 {{- define "eternia-backup.volumeMounts" -}}
 {{- $ctx := .ctx -}}
@@ -281,7 +330,7 @@ volumes:
   - name: backups
     {{- if $ctx.Values.persistence.enabled }}
     persistentVolumeClaim:
-      claimName: {{ include "eternia-backup.claimName" $ctx }}
+      claimName: {{ include "eternia-backup.claimName" (dict "ctx" $ctx) }}
       {{- if .readOnly }}
       readOnly: true
       {{- end }}

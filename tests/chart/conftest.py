@@ -1,6 +1,8 @@
 """Helpers for the chart tests: render the chart with the real helm binary and look into the result.
 
 helm comes from $HELM, else $ETERNIA_CACHE/bin/helm (scripts/install-tools.sh puts it there), else PATH.
+Renders are parsed with UniqueKeyLoader, which rejects a mapping that repeats a key (PyYAML's own loaders
+silently keep the last one), so every test fails on a manifest with duplicate keys.
 """
 
 from __future__ import annotations
@@ -34,6 +36,30 @@ def helm_binary() -> str:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     pytest.exit("helm not found: run scripts/install-tools.sh (or set HELM)", returncode=2)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that raises on a duplicate mapping key instead of keeping the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key!r} (first at {seen[key]})", key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def load_all_unique(text: str) -> list[Any]:
+    """The YAML documents of text (empty ones dropped), refusing duplicate keys."""
+    return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d]
 
 
 class RenderError(Exception):
@@ -95,9 +121,9 @@ def _helm_args(
 
 
 @functools.lru_cache(maxsize=256)
-def _render_cached(args: tuple[str, ...]) -> Rendered:
+def _render_cached(args: tuple[str, ...], release: str = RELEASE) -> Rendered:
     proc = subprocess.run(
-        [helm_binary(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
+        [helm_binary(), "template", release, str(CHART), "--namespace", NAMESPACE, *args],
         capture_output=True,
         text=True,
         check=False,
@@ -109,8 +135,7 @@ def _render_cached(args: tuple[str, ...]) -> Rendered:
         for line in proc.stdout.splitlines()
         if line.startswith("# Source: ")
     ]
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    return Rendered(docs=docs, sources=sources)
+    return Rendered(docs=load_all_unique(proc.stdout), sources=sources)
 
 
 def render(
@@ -118,9 +143,10 @@ def render(
     values_files: Iterable[str | Path] = (),
     set_string: Iterable[str] = (),
     set_json: Iterable[str] = (),
+    release: str = RELEASE,
 ) -> Rendered:
-    """helm template the chart (release eternia-backup, namespace backup) with --set arguments and values files."""
-    return _render_cached(tuple(_helm_args(set_args, values_files, set_string, set_json)))
+    """helm template the chart (namespace backup, release eternia-backup unless given) with --set args, values files."""
+    return _render_cached(tuple(_helm_args(set_args, values_files, set_string, set_json)), release)
 
 
 def render_error(*set_args: str, values_files: Iterable[str | Path] = (), set_string: Iterable[str] = ()) -> str:

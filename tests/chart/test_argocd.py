@@ -1,7 +1,5 @@
 """The Argo CD Applications: the chart, pinned, self-healing, with the value files of each environment."""
 
-from pathlib import Path
-
 import pytest
 
 from conftest import ROOT, container, load_yaml, render

@@ -3,7 +3,7 @@
 import json
 import re
 
-from conftest import ROOT, load_yaml, render, workloads
+from conftest import ROOT, workloads
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 

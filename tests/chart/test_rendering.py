@@ -14,7 +14,6 @@ from conftest import (
     SCHEMA_ERROR,
     helm_binary,
     labels_of,
-    pod_spec,
     render,
     render_error,
 )
@@ -95,7 +94,6 @@ def test_every_object_is_namespaced_explicitly(maximal_render):
 
 def test_a_config_change_changes_the_pod_checksum_annotation(default_render):
     def checksum(rendered):
-        annotations = pod_spec(rendered.get("CronJob", "database-backup"))
         cronjob = rendered.get("CronJob", "database-backup")
         return cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
