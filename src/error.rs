@@ -40,6 +40,10 @@ pub enum Error {
         hint: String,
     },
 
+    /// A Kubernetes API call failed; the hint says what that call needs.
+    #[error("kubernetes: {0}")]
+    KubeCall(#[source] Box<crate::kube::error::CallError>),
+
     #[error("storage: {what} {}: {source}; check: {hint}", path.display())]
     Storage {
         what: &'static str,
@@ -98,6 +102,15 @@ pub enum Error {
     Restore {
         step: String,
         problem: String,
+        hint: String,
+    },
+
+    /// A step of a restore failed because of another error, kept as the cause.
+    #[error("restore failed at {step}: {source}; check: {hint}")]
+    RestoreStep {
+        step: String,
+        #[source]
+        source: Box<Error>,
         hint: String,
     },
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Compression of the tar stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     Gzip,
@@ -55,6 +55,13 @@ pub fn is_scratch_dump_name(file: &str) -> bool {
 }
 
 const STAMP: &str = "%Y%m%d-%H%M%S";
+
+/// Names carry one-second stamps: a run that finds this second's name taken sleeps into the next one
+/// rather than ever reuse it.
+pub async fn sleep_into_next_second(now: Timestamp) {
+    let into = 1000 - u64::from(now.subsec_millisecond().unsigned_abs()) + 5;
+    tokio::time::sleep(std::time::Duration::from_millis(into)).await;
+}
 
 /// A parsed archive name. Only names of this shape belong to us: everything else in a backup location is
 /// left alone by `list` and retention.

@@ -1,13 +1,12 @@
-//! The command line. Every flag has an environment equivalent so the Helm chart configures everything
-//! through env and mounted Secrets. Secret-bearing values are hidden from `--help` and never printed.
+//! The command line's arguments (clap only). Every flag has an environment equivalent so the Helm chart
+//! configures everything through env and mounted Secrets. Secret-bearing values are hidden from `--help`
+//! and never printed. `cli::config` turns these into the operations' typed configuration.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::archive::Compression;
-use crate::store::s3::ChecksumMode;
-use crate::telemetry::LogFormat;
+use crate::units::{parse_duration, parse_size};
 
 #[derive(Parser)]
 #[command(
@@ -42,7 +41,7 @@ pub struct GlobalArgs {
         default_value = "text",
         global = true
     )]
-    pub log_format: LogFormat,
+    pub log_format: LogFormatArg,
 }
 
 #[derive(Subcommand)]
@@ -72,12 +71,18 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with = "name")]
     pub before: Option<jiff::Timestamp>,
     #[command(flatten)]
-    pub backup: BackupArgs,
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
     /// Print the plan (archive, checksums, tables, objects, Deployments) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[arg(long, env = "RESTORE_MODE", value_enum, default_value = "clean")]
-    pub mode: crate::commands::restore::Mode,
+    pub mode: ModeArg,
     /// Skip the safety backup of the current state (no way back).
     #[arg(long, env = "RESTORE_NO_SAFETY_BACKUP")]
     pub no_safety_backup: bool,
@@ -111,6 +116,9 @@ pub struct RestoreArgs {
     /// process may use) when the volume has room for the dump and a safety backup, else 1.
     #[arg(long, env = "RESTORE_JOBS")]
     pub jobs: Option<u32>,
+    /// How the safety backup is written (as a scheduled backup is).
+    #[command(flatten, next_help_heading = "Safety backup")]
+    pub safety: ArchiveArgs,
 }
 
 #[derive(Args, Clone)]
@@ -138,17 +146,44 @@ pub struct DatabaseArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StoreChoice {
+pub enum StoreArg {
     Local,
     S3,
     Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Into the database itself, after ending other sessions and emptying it (exactly the backed-up state).
+    Clean,
+    /// Restore into a scratch database, check it, then rename it into place (the old one is kept).
+    Swap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChecksumArg {
+    WhenRequired,
+    Crc32,
+    Sha256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Json,
+    Text,
 }
 
 /// Where backups are written and read. Default: both when a bucket is configured, else local.
 #[derive(Args, Clone)]
 pub struct StoreArgs {
     #[arg(long, env = "BACKUP_STORE", value_enum)]
-    pub store: Option<StoreChoice>,
+    pub store: Option<StoreArg>,
     /// Bucket for the off-site copy (S3-compatible).
     #[arg(long, env = "S3_BUCKET")]
     pub s3_bucket: Option<String>,
@@ -173,7 +208,7 @@ pub struct StoreArgs {
     pub s3_sse_kms_key_id: Option<String>,
     /// Request checksums: when-required (works with most S3-compatible servers), crc32, sha256.
     #[arg(long, env = "S3_CHECKSUM", value_enum, default_value = "when-required")]
-    pub s3_checksum: ChecksumMode,
+    pub s3_checksum: ChecksumArg,
     /// Multipart part size (>= 5MiB).
     #[arg(long, env = "S3_PART_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub s3_part_size: u64,
@@ -204,12 +239,9 @@ pub struct RetentionArgs {
     pub keep_monthly: u32,
 }
 
+/// The Kubernetes side: which namespace's ConfigMaps and Secrets a backup exports (and a restore applies).
 #[derive(Args, Clone)]
-pub struct BackupArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub stores: StoreArgs,
+pub struct KubernetesArgs {
     /// Skip the Kubernetes export (running outside a cluster).
     #[arg(long, env = "BACKUP_NO_KUBERNETES")]
     pub no_kubernetes: bool,
@@ -225,8 +257,13 @@ pub struct BackupArgs {
     /// Also export kube-root-ca.crt, service-account tokens and Helm release Secrets.
     #[arg(long, env = "BACKUP_INCLUDE_SYSTEM_OBJECTS")]
     pub include_system_objects: bool,
+}
+
+/// How an archive is written: compression, encryption, chunking, and the pg_dump that fills it.
+#[derive(Args, Clone)]
+pub struct ArchiveArgs {
     #[arg(long, env = "BACKUP_COMPRESSION", value_enum, default_value = "gzip")]
-    pub compression: Compression,
+    pub compression: CompressionArg,
     /// Compression level (gzip 0-9, default 1; zstd 1-19, default 1).
     #[arg(long, env = "BACKUP_COMPRESSION_LEVEL")]
     pub compression_level: Option<i32>,
@@ -242,6 +279,37 @@ pub struct BackupArgs {
     /// pg_dump to run (its major version must be >= the server's).
     #[arg(long, env = "PG_DUMP_BIN", default_value = "pg_dump")]
     pub pg_dump: PathBuf,
+    /// Seconds between progress log lines.
+    #[arg(
+        long,
+        env = "BACKUP_PROGRESS_INTERVAL",
+        default_value_t = 10,
+        hide = true
+    )]
+    pub progress_interval: u64,
+}
+
+/// The Lease that serializes restores.
+#[derive(Args, Clone)]
+pub struct LeaseArgs {
+    /// The Lease that serializes restores (a backup skips while a restore holds it).
+    #[arg(long, env = "LEASE_NAME", default_value = "eternia-backup-restore")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the release namespace).
+    #[arg(long, env = "LEASE_NAMESPACE", default_value = "backup")]
+    pub lease_namespace: String,
+}
+
+#[derive(Args, Clone)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
     /// Do not apply retention after the backup.
@@ -252,20 +320,8 @@ pub struct BackupArgs {
     pub notify_slack_webhook_url: Option<String>,
     #[arg(long, env = "NOTIFY_ON_SUCCESS")]
     pub notify_on_success: bool,
-    /// The Lease that serializes restores (a backup skips while a restore holds it).
-    #[arg(long, env = "LEASE_NAME", default_value = "eternia-backup-restore")]
-    pub lease_name: String,
-    /// Namespace of the Lease (the release namespace).
-    #[arg(long, env = "LEASE_NAMESPACE", default_value = "backup")]
-    pub lease_namespace: String,
-    /// Seconds between progress log lines.
-    #[arg(
-        long,
-        env = "BACKUP_PROGRESS_INTERVAL",
-        default_value_t = 10,
-        hide = true
-    )]
-    pub progress_interval: u64,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -413,72 +469,4 @@ pub struct ServeArgs {
     /// How often a started restore Job is polled (for Slack progress and the restore metrics).
     #[arg(long, env = "WEBHOOK_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration, hide = true)]
     pub poll_interval: std::time::Duration,
-}
-
-/// `8MiB`, `512KiB`, `1GB`, `4096`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; expected e.g. 8MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" | "ki" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" | "mi" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" | "gi" => 1 << 30,
-        _ => return Err(format!("{s:?} has an unknown unit; use B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{s:?} is out of range"))
-}
-
-/// `90`, `90s`, `15m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; expected e.g. 10m or 600s"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{s:?} has an unknown unit; use s, m or h")),
-    };
-    n.checked_mul(mult)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is out of range"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{parse_duration, parse_size};
-
-    #[test]
-    fn durations_accept_seconds_minutes_and_hours() {
-        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
-        assert_eq!(parse_duration("600").unwrap().as_secs(), 600);
-        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
-        assert!(parse_duration("10 minutes").is_err());
-        assert!(parse_duration("m").is_err());
-    }
-
-    #[test]
-    fn sizes_accept_binary_and_decimal_units() {
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("512kib"), Ok(512 << 10));
-        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("8 parsecs").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("99999999999999999GiB").is_err());
-    }
 }

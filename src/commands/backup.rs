@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{error, info, instrument};
+use tracing::{info, instrument};
 
 use crate::archive::ArchiveName;
 use crate::archive::codec::EncodeOptions;
@@ -15,24 +15,23 @@ use crate::archive::manifest::{
     ArchiveDigest, DatabaseInfo, FORMAT_VERSION, KubernetesInfo, Manifest, Sidecar,
 };
 use crate::archive::writer::ArchiveWriter;
-use crate::commands::list::human_size;
 use crate::commands::prune::{PruneReport, STALE_PARTIAL_AGE, prune};
 use crate::error::{Error, Result};
+use crate::kube::Cluster;
 use crate::kube::export::{Export, ExportFilter};
 use crate::kube::lease::LeaseConfig;
-use crate::lock::DirLock;
+use crate::notify::Notifier;
 use crate::postgres::PgTarget;
 use crate::postgres::dump::{DumpOptions, dump_into};
 use crate::postgres::snapshot::Snapshot;
 use crate::retention::Policy;
-use crate::store::select::Stores;
-use crate::store::tee::TeeSink;
-use crate::store::{ArchiveSink, BackupStore, LocalStore, S3Store};
+use crate::store::{ArchiveSink, StoreSet};
+use crate::units::human_size;
 
-/// Everything a backup needs, already parsed and validated.
-pub struct BackupPlan {
+/// Everything a backup needs, parsed and validated (see `cli::config`).
+#[derive(Clone)]
+pub struct BackupConfig {
     pub prefix: String,
-    pub stores: Stores,
     pub target: PgTarget,
     /// `None`: no Kubernetes export.
     pub kubernetes: Option<KubernetesSource>,
@@ -44,8 +43,9 @@ pub struct BackupPlan {
     pub lease: Option<LeaseConfig>,
 }
 
+/// The namespace whose ConfigMaps and Secrets go into the archive.
+#[derive(Clone)]
 pub struct KubernetesSource {
-    pub client: Option<kube::Client>,
     pub namespace: String,
     pub filter: ExportFilter,
 }
@@ -82,120 +82,200 @@ impl BackupSummary {
     }
 }
 
-#[instrument(skip_all, fields(database = %plan.target))]
-pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
-    let started = Instant::now();
-    let _lock = match &plan.stores.local {
-        Some(local) => {
-            local.check_dir()?;
-            Some(DirLock::acquire(local.dir())?)
+/// A backup, then a notification of its outcome when a notifier is configured: failures always (the
+/// off-site copy failing with a warning), success with `--notify-on-success`. A backup skipped for a
+/// restore, or one that found another running, is not news.
+pub async fn run_and_notify(
+    cfg: &BackupConfig,
+    stores: &StoreSet,
+    cluster: &Cluster,
+    notifier: Option<&Notifier>,
+) -> Result<BackupSummary> {
+    let result = run(cfg, stores, cluster).await;
+    let Some(n) = notifier else { return result };
+    match &result {
+        Ok(s) if n.on_success => {
+            n.send(&format!(":white_check_mark: {}", s.one_line()))
+                .await
         }
-        None => None,
-    };
+        Ok(_) | Err(Error::AlreadyRunning { .. } | Error::SkippedForRestore { .. }) => {}
+        Err(e @ Error::Offsite { .. }) => n.send(&format!(":warning: eternia-backup: {e}")).await,
+        Err(e) => {
+            n.send(&format!(":x: eternia-backup: backup FAILED: {e}"))
+                .await
+        }
+    }
+    result
+}
+
+#[instrument(skip_all, fields(database = %cfg.target))]
+pub async fn run(
+    cfg: &BackupConfig,
+    stores: &StoreSet,
+    cluster: &Cluster,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let _lock = stores.lock()?;
     // The off-site store is checked first; with a local volume its failure must not stop the backup.
-    let mut offsite_failure: Option<String> = None;
-    let s3 = match (&plan.stores.s3, &plan.stores.local) {
-        (Some(s3), local) => match s3.preflight().await {
-            Ok(()) => Some(s3),
-            Err(e) if local.is_some() => {
-                error!(error = %e, "off-site store unavailable; backing up to the backup volume only");
-                offsite_failure = Some(e.to_string());
-                None
-            }
-            Err(e) => return Err(e),
-        },
-        (None, _) => None,
-    };
-    let (created, name) = fresh_name(&plan).await;
+    let mut destinations = stores.begin_write().await?;
+    let (created, name) = fresh_name(cfg, stores).await;
     let file_name = name.file_name();
     info!(archive = %file_name, "backup starting");
 
-    let client = match &plan.kubernetes {
+    let client = match &cfg.kubernetes {
+        Some(_) => Some(cluster.client().await?),
         None => None,
-        Some(k) => Some(match &k.client {
-            Some(c) => c.clone(),
-            None => crate::kube::client().await?,
-        }),
     };
-    if let (Some(client), Some(cfg)) = (&client, &plan.lease)
-        && let Some(holder) = crate::kube::lease::holder(client.clone(), cfg).await?
+    if let (Some(client), Some(lease)) = (&client, &cfg.lease)
+        && let Some(holder) = crate::kube::lease::holder(client.clone(), lease).await?
     {
         return Err(Error::SkippedForRestore {
-            lease: format!("{}/{}", cfg.namespace, cfg.name),
+            lease: format!("{}/{}", lease.namespace, lease.name),
             holder,
         });
     }
     // Preflight: reach the database (and take the snapshot) before creating anything on the volume.
-    let mut snapshot = Snapshot::open(&plan.target).await?;
-    let export = match (&plan.kubernetes, client) {
+    let snapshot = Snapshot::open(&cfg.target).await?;
+    let export = match (&cfg.kubernetes, client) {
         (Some(k), Some(client)) => {
             Some(crate::kube::export::export_namespace(client, &k.namespace, &k.filter).await?)
         }
         _ => None,
     };
 
-    let (sink, tee_failure): (Box<dyn ArchiveSink>, _) = match (&plan.stores.local, s3) {
-        (Some(local), Some(s3)) => {
-            let (tee, failure) = TeeSink::new(local.create(&name)?, s3.create(&name)?);
-            (Box::new(tee), Some(failure))
-        }
-        (Some(local), None) => (local.create(&name)?, None),
-        (None, Some(s3)) => (s3.create(&name)?, None),
-        (None, None) => {
-            return Err(Error::config(
-                "no store selected: use --store local, s3 or both",
+    let sink = destinations.create(&name)?;
+    let dumped = write_archive(cfg, sink, snapshot, export.as_ref(), created, &file_name).await?;
+    let sidecar = finish_archive(dumped, &name, created, export.as_ref()).await?;
+    let written = destinations.written();
+
+    let m = &sidecar.manifest;
+    let mut summary = BackupSummary {
+        name: file_name,
+        size: sidecar.archive.size,
+        sha256: sidecar.archive.sha256.clone(),
+        duration: started.elapsed(),
+        dump_bytes: m.database.dump_bytes,
+        tables: m.database.tables.len(),
+        rows: m.database.tables.iter().map(|t| t.rows).sum(),
+        config_maps: m.kubernetes.as_ref().map_or(0, |k| k.config_maps),
+        secrets: m.kubernetes.as_ref().map_or(0, |k| k.secrets),
+        retention: Vec::new(),
+        locations: written.locations(),
+    };
+    info!(
+        archive = %summary.name,
+        size_bytes = summary.size,
+        duration_s = format!("{:.1}", summary.duration.as_secs_f64()),
+        dump_bytes = summary.dump_bytes,
+        tables = summary.tables,
+        rows = summary.rows,
+        config_maps = summary.config_maps,
+        secrets = summary.secrets,
+        sha256 = %summary.sha256,
+        "{}", summary.one_line()
+    );
+
+    let mut offsite_failure = written.offsite_failure.clone();
+    // Retention only after a successful backup, per store, under the same lock.
+    if let Some(policy) = &cfg.retention {
+        if let Err(e) = written.reconcile(policy).await {
+            offsite_failure = Some(format!(
+                "re-uploading earlier backups missing from the bucket: {e}"
             ));
         }
-    };
-    let progress = Arc::new(AtomicU64::new(0));
-    let ticker = spawn_progress(progress.clone(), plan.progress_interval, file_name.clone());
+        for store in written.stores() {
+            let report = prune(store, policy, Timestamp::now(), STALE_PARTIAL_AGE, false)
+                .await
+                .map_err(|e| Error::Retention {
+                    backup: summary.name.clone(),
+                    source: Box::new(e),
+                })?;
+            summary.retention.push(report);
+        }
+    }
+    if let Some(problem) = offsite_failure {
+        return Err(Error::Offsite {
+            backup: summary.name,
+            problem,
+        });
+    }
+    Ok(summary)
+}
 
+/// The archive's contents, written: the tar stream still open, and what went into it.
+struct Dumped {
+    writer: ArchiveWriter<Box<dyn ArchiveSink>>,
+    database: DatabaseInfo,
+}
+
+/// Streams the exported objects and `pg_dump` (in the snapshot) into the archive, while the row counts
+/// are taken in the same snapshot.
+async fn write_archive(
+    cfg: &BackupConfig,
+    sink: Box<dyn ArchiveSink>,
+    mut snapshot: Snapshot,
+    export: Option<&Export>,
+    created: Timestamp,
+    file_name: &str,
+) -> Result<Dumped> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let ticker = spawn_progress(
+        progress.clone(),
+        cfg.progress_interval,
+        file_name.to_owned(),
+    );
     let (target, dump_opts, encode, snapshot_id) = (
-        plan.target.clone(),
-        plan.dump.clone(),
-        plan.encode.clone(),
+        cfg.target.clone(),
+        cfg.dump.clone(),
+        cfg.encode.clone(),
         snapshot.id.clone(),
     );
-    let objects = export
-        .as_ref()
-        .map(|e| e.objects.clone())
-        .unwrap_or_default();
-    let counter = progress.clone();
+    let objects = export.map(|e| e.objects.clone()).unwrap_or_default();
     let writing = tokio::task::spawn_blocking(move || -> Result<_> {
         let write_err = |e| Error::storage("cannot write archive", "the archive being written", e);
         let mut w = ArchiveWriter::new(sink, &encode, created).map_err(write_err)?;
         for obj in &objects {
             w.append(&obj.path, &obj.yaml, None).map_err(write_err)?;
         }
-        let stats = dump_into(&mut w, &target, Some(&snapshot_id), &dump_opts, &counter)?;
+        let stats = dump_into(&mut w, &target, Some(&snapshot_id), &dump_opts, &progress)?;
         Ok((w, stats))
     });
-    let counts = snapshot.count_rows(&plan.target).await;
+    let counts = snapshot.count_rows(&cfg.target).await;
     let written = writing.await.expect("archive writer task");
-    let (database_name, server_version) =
-        (snapshot.database.clone(), snapshot.server_version.clone());
+    let (name, server_version) = (snapshot.database.clone(), snapshot.server_version.clone());
     snapshot.close().await;
     ticker.abort();
     let (writer, stats) = written?;
-    let tables = counts?;
+    Ok(Dumped {
+        writer,
+        database: DatabaseInfo {
+            name,
+            server_version,
+            dump_format: "custom".into(),
+            dump_bytes: stats.bytes,
+            chunks: stats.chunks,
+            tables: counts?,
+        },
+    })
+}
 
-    let database = DatabaseInfo {
-        name: database_name,
-        server_version,
-        dump_format: "custom".into(),
-        dump_bytes: stats.bytes,
-        chunks: stats.chunks,
-        tables,
-    };
-    let kubernetes = export.as_ref().map(|e: &Export| KubernetesInfo {
+/// Ends the tar stream with the manifest, then commits the archive and its sidecar.
+async fn finish_archive(
+    dumped: Dumped,
+    name: &ArchiveName,
+    created: Timestamp,
+    export: Option<&Export>,
+) -> Result<Sidecar> {
+    let file_name = name.file_name();
+    let kubernetes = export.map(|e| KubernetesInfo {
         namespace: e.namespace.clone(),
         config_maps: e.config_maps,
         secrets: e.secrets,
     });
     let (compression, encrypted) = (name.compression, name.encrypted);
-    let manifest_name = file_name.clone();
+    let (manifest_name, database) = (file_name.clone(), dumped.database);
     let (sink, manifest, digest) = tokio::task::spawn_blocking(move || {
-        writer.finish(|entries| Manifest {
+        dumped.writer.finish(|entries| Manifest {
             format_version: FORMAT_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             name: manifest_name,
@@ -213,9 +293,9 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
     let sidecar = Sidecar {
         manifest,
         archive: ArchiveDigest {
-            file: file_name.clone(),
+            file: file_name,
             size: digest.size,
-            sha256: digest.sha256.clone(),
+            sha256: digest.sha256,
         },
     };
     tokio::task::spawn_blocking({
@@ -224,133 +304,26 @@ pub async fn run(plan: BackupPlan) -> Result<BackupSummary> {
     })
     .await
     .expect("archive commit task")?;
-
-    let m = &sidecar.manifest;
-    let mut summary = BackupSummary {
-        name: file_name,
-        size: digest.size,
-        sha256: digest.sha256,
-        duration: started.elapsed(),
-        dump_bytes: stats.bytes,
-        tables: m.database.tables.len(),
-        rows: m.database.tables.iter().map(|t| t.rows).sum(),
-        config_maps: m.kubernetes.as_ref().map_or(0, |k| k.config_maps),
-        secrets: m.kubernetes.as_ref().map_or(0, |k| k.secrets),
-        retention: Vec::new(),
-        locations: Vec::new(),
-    };
-    if let Some(f) = tee_failure.and_then(|f| f.lock().expect("failure lock").take()) {
-        offsite_failure = Some(f);
-    }
-    let s3_ok = s3.is_some() && offsite_failure.is_none();
-    summary.locations = plan.stores.local.iter().map(|l| l.location()).collect();
-    if let (Some(s3), true) = (s3, s3_ok) {
-        summary.locations.push(s3.location());
-    }
-    info!(
-        archive = %summary.name,
-        size_bytes = summary.size,
-        duration_s = format!("{:.1}", summary.duration.as_secs_f64()),
-        dump_bytes = summary.dump_bytes,
-        tables = summary.tables,
-        rows = summary.rows,
-        config_maps = summary.config_maps,
-        secrets = summary.secrets,
-        sha256 = %summary.sha256,
-        "{}", summary.one_line()
-    );
-
-    // Retention only after a successful backup, per store, under the same lock.
-    if let Some(policy) = &plan.retention {
-        let retention_failed = |e: Error| Error::Retention {
-            backup: summary.name.clone(),
-            source: Box::new(e),
-        };
-        if let Some(local) = &plan.stores.local {
-            summary.retention.push(
-                prune(local, policy, Timestamp::now(), STALE_PARTIAL_AGE, false)
-                    .await
-                    .map_err(retention_failed)?,
-            );
-        }
-        if let (Some(s3), true) = (s3, s3_ok) {
-            if let Some(local) = &plan.stores.local
-                && let Err(e) = reconcile(local, s3, policy).await
-            {
-                offsite_failure = Some(format!(
-                    "re-uploading earlier backups missing from the bucket: {e}"
-                ));
-            }
-            summary.retention.push(
-                prune(s3, policy, Timestamp::now(), STALE_PARTIAL_AGE, false)
-                    .await
-                    .map_err(retention_failed)?,
-            );
-        }
-    }
-    if let Some(problem) = offsite_failure {
-        return Err(Error::Offsite {
-            backup: summary.name,
-            problem,
-        });
-    }
-    Ok(summary)
+    Ok(sidecar)
 }
 
 /// Names have one-second resolution: when a backup of this second already exists (a manual run right
 /// after the scheduled one), or a killed run of this second left its `.partial`, wait for the next
 /// second rather than ever overwrite either.
-async fn fresh_name(plan: &BackupPlan) -> (Timestamp, ArchiveName) {
+async fn fresh_name(cfg: &BackupConfig, stores: &StoreSet) -> (Timestamp, ArchiveName) {
     loop {
         let created = Timestamp::now();
         let name = ArchiveName::new(
-            &plan.prefix,
+            &cfg.prefix,
             created,
-            plan.encode.compression,
-            !plan.encode.recipients.is_empty(),
+            cfg.encode.compression,
+            !cfg.encode.recipients.is_empty(),
         );
-        if !plan
-            .stores
-            .local
-            .as_ref()
-            .is_some_and(|l| l.name_taken(&name))
-        {
+        if !stores.name_taken(&name) {
             return (created, name);
         }
-        tokio::time::sleep(Duration::from_millis(
-            1000 - u64::from(created.subsec_millisecond().unsigned_abs()) + 5,
-        ))
-        .await;
+        crate::archive::name::sleep_into_next_second(created).await;
     }
-}
-
-/// Uploads complete local backups that the bucket lacks (an earlier upload failed) and that retention
-/// keeps, so the off-site copy catches up on the next successful run.
-#[instrument(skip_all)]
-async fn reconcile(local: &LocalStore, s3: &S3Store, policy: &Policy) -> Result<Vec<String>> {
-    let remote: std::collections::HashSet<String> =
-        s3.list().await?.into_iter().map(|b| b.name).collect();
-    let locals = local.list().await?;
-    let input: Vec<(&str, Timestamp)> = locals
-        .iter()
-        .map(|b| (b.name.as_str(), b.created))
-        .collect();
-    let keep: Vec<&str> = crate::retention::plan(&input, policy, Timestamp::now())
-        .keep
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    let mut uploaded = Vec::new();
-    for b in locals
-        .iter()
-        .filter(|b| keep.contains(&b.name.as_str()) && !remote.contains(&b.name))
-    {
-        info!(archive = %b.name, "uploading a backup missing from the bucket");
-        s3.upload_file(local.dir().join(&b.name), local.sidecar(&b.name).await?)
-            .await?;
-        uploaded.push(b.name.clone());
-    }
-    Ok(uploaded)
 }
 
 fn spawn_progress(

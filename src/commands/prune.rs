@@ -7,7 +7,33 @@ use tracing::{info, instrument};
 
 use crate::error::Result;
 use crate::retention::{self, Policy, Reason};
-use crate::store::BackupStore;
+use crate::store::{BackupStore, StoreSet};
+
+/// `eternia-backup prune`.
+pub struct PruneConfig {
+    pub policy: Policy,
+    /// A `*.partial` file or an unfinished multipart upload older than this counts as abandoned.
+    pub stale_after: Duration,
+    pub dry_run: bool,
+}
+
+/// Retention on every store, under the backup volume's lock; each report with its store's location.
+pub async fn run(cfg: &PruneConfig, stores: &StoreSet) -> Result<Vec<(String, PruneReport)>> {
+    let _lock = stores.lock()?;
+    let mut reports = Vec::new();
+    for store in stores.all() {
+        let report = prune(
+            store,
+            &cfg.policy,
+            Timestamp::now(),
+            cfg.stale_after,
+            cfg.dry_run,
+        )
+        .await?;
+        reports.push((store.location(), report));
+    }
+    Ok(reports)
+}
 
 /// Interrupted backups leave `*.partial` files, interrupted `--jobs` restores a scratch dump; after a day
 /// nobody is still writing them.

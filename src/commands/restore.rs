@@ -1,30 +1,35 @@
-//! `eternia-backup restore` and `drill`. Order of work: find → verify every checksum (nothing is changed
-//! before this passes) → safety backup of the current state → restore the database (clean or swap) →
-//! row counts equal the manifest's → apply ConfigMaps/Secrets → rollout restart → wait → summary.
+//! `eternia-backup restore`. Order of work: find → verify every checksum (nothing is changed before this
+//! passes) → safety backup of the current state → restore the database (clean or swap) → row counts
+//! equal the manifest's → apply ConfigMaps/Secrets → rollout restart → wait → summary.
 
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use crate::archive::codec::decoder_with_identity_file;
-use crate::archive::manifest::{Manifest, TableCount};
-use crate::commands::backup::{self, BackupPlan};
-use crate::commands::verify;
+use crate::archive::manifest::{Manifest, TableCount, chunk_number};
+use crate::commands::backup::{self, BackupConfig};
+use crate::commands::verify::{self, Visit};
 use crate::error::{Error, Result};
+use crate::kube::Cluster;
 use crate::kube::apply::{self, Applied};
 use crate::kube::lease::LeaseConfig;
 use crate::postgres::PgTarget;
+use crate::postgres::dump_offsets::DumpWriter;
 use crate::postgres::restore::{self as pg, Counting, RestoreOptions, RowCheck};
-use crate::store::BackupStore;
-use crate::store::select::Stores;
+use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
 
 /// How often the restore looks at a restarted Deployment while it rolls out (a GET each time): the wait ends
 /// within this much of the rollout completing.
 const ROLLOUT_POLL: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The archived ConfigMaps/Secrets are small (etcd caps objects at ~1.5 MiB); larger entries are cut.
+const MAX_OBJECT_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Into the database itself, after ending other sessions and emptying it (exactly the backed-up state).
     Clean,
@@ -32,28 +37,32 @@ pub enum Mode {
     Swap,
 }
 
-#[derive(Debug, Clone)]
-pub enum Which {
-    Latest,
-    Named(String),
-    Before(Timestamp),
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Clean => "clean",
+            Mode::Swap => "swap",
+        }
+    }
 }
 
+/// The application side of a restore: where the objects go and what restarts.
+#[derive(Clone)]
 pub struct KubeRestore {
-    pub client: Option<kube::Client>,
     pub namespace: String,
     pub deployments: Vec<String>,
     pub include_gitops: bool,
     pub rollout_timeout: Duration,
 }
 
-pub struct RestorePlan {
-    pub stores: Stores,
+/// Everything a restore needs, parsed and validated (see `cli::config`).
+pub struct RestoreConfig {
     pub which: Which,
     pub target: PgTarget,
     pub mode: Mode,
     pub dry_run: bool,
-    pub safety: Option<BackupPlan>,
+    /// The backup of the current state taken before anything changes (`None`: no way back).
+    pub safety: Option<BackupConfig>,
     pub identity_file: Option<PathBuf>,
     pub pg_restore: PathBuf,
     pub kubernetes: Option<KubeRestore>,
@@ -87,67 +96,87 @@ pub struct RestoreSummary {
     pub dry_run: bool,
 }
 
-/// Finds the backup to restore across the configured stores (local first).
-pub async fn locate<'a>(
-    stores: &'a Stores,
-    which: &Which,
-) -> Result<(&'a dyn BackupStore, String)> {
-    let all = stores.all();
-    match which {
-        Which::Latest | Which::Named(_) => {
-            let key = match which {
-                Which::Named(n) => n.as_str(),
-                _ => "latest",
-            };
-            let store = verify::store_holding(&all, key).await?;
-            Ok((store, verify::find(store, key).await?.name))
+/// What a restore keeps while it verifies: the archived objects, and (for `pg_restore -j`) the dump
+/// chunks written to a file, only used once every checksum matched.
+struct Keep {
+    objects: Vec<Vec<u8>>,
+    dump: Option<(DumpWriter, PathBuf)>,
+}
+
+impl Visit for Keep {
+    fn entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<()> {
+        if path.starts_with("kubernetes/") {
+            let mut v = Vec::new();
+            r.take(MAX_OBJECT_BYTES).read_to_end(&mut v)?;
+            self.objects.push(v);
+        } else if let (Some((w, _)), true) = (self.dump.as_mut(), chunk_number(path).is_some()) {
+            w.copy_from(r)?;
         }
-        Which::Before(t) => {
-            let mut best: Option<(&dyn BackupStore, String, Timestamp)> = None;
-            for &s in &all {
-                for b in s.list().await? {
-                    if b.created <= *t && best.as_ref().is_none_or(|(_, _, bt)| b.created > *bt) {
-                        best = Some((s, b.name, b.created));
-                    }
-                }
-            }
-            best.map(|(s, n, _)| (s, n)).ok_or_else(|| Error::NotFound {
-                what: format!("created at or before {t}"),
-                location: all
-                    .iter()
-                    .map(|s| s.location())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        }
+        Ok(())
     }
 }
 
-/// Verifies, then returns the manifest and the archived Kubernetes objects.
-async fn verified(
+/// A verified backup, ready to restore.
+pub struct Verified {
+    pub manifest: Manifest,
+    pub objects: Vec<Vec<u8>>,
+}
+
+/// Verifies the backup (refusing an encrypted one without its key), keeping the objects and, with
+/// `extract_dump`, writing the dump to that file on the way (one read of the archive, not two).
+pub async fn verified(
     store: &dyn BackupStore,
-    name: &str,
+    backup: &StoredBackup,
     identity: &Option<PathBuf>,
     extract_dump: Option<&Path>,
-) -> Result<(Manifest, Vec<Vec<u8>>)> {
-    let report = verify::verify(
-        store,
-        name,
-        identity.clone(),
-        extract_dump.map(Path::to_path_buf),
-    )
-    .await?;
+) -> Result<Verified> {
+    let name = &backup.name;
+    let sidecar = store.sidecar(name).await?;
+    let dump = match extract_dump {
+        Some(p) => Some((
+            DumpWriter::create(p, sidecar.manifest.database.dump_bytes)
+                .map_err(|e| dump_write_error(p, e))?,
+            p.to_owned(),
+        )),
+        None => None,
+    };
+    let keep = Keep {
+        objects: Vec::new(),
+        dump,
+    };
+    let (report, keep) = verify::check(store, backup, identity.clone(), keep).await?;
     if !report.contents_checked {
         return Err(Error::Encryption(format!(
             "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
         )));
     }
-    Ok((store.sidecar(name).await?.manifest, report.objects))
+    if let Some((w, p)) = keep.dump {
+        w.finish().map_err(|e| dump_write_error(&p, e))?;
+    }
+    Ok(Verified {
+        manifest: sidecar.manifest,
+        objects: keep.objects,
+    })
+}
+
+fn dump_write_error(path: &Path, e: io::Error) -> Error {
+    let full = matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    );
+    let mut err = Error::storage("cannot write the dump for pg_restore -j", path, e);
+    if let (Error::Storage { hint, .. }, true) = (&mut err, full) {
+        *hint =
+            "the volume needs room for the whole dump with --jobs above 1; free some or restore \
+                 without --jobs (the dump is then streamed and needs no room)"
+                .into();
+    }
+    err
 }
 
 /// Restores the dump: from the file extracted during verification (`pg_restore -j`), or by reading the
 /// archive once more (checking every checksum again) into a streamed pg_restore.
-async fn restore_pass(
+pub async fn restore_pass(
     store: &dyn BackupStore,
     name: &str,
     manifest: &Manifest,
@@ -177,91 +206,62 @@ async fn restore_pass(
     .expect("restore task")
 }
 
-#[instrument(skip_all, fields(database = %plan.target, mode = ?plan.mode, dry_run = plan.dry_run))]
-pub async fn run(mut plan: RestorePlan) -> Result<RestoreSummary> {
-    let guard = match (plan.lease.take(), &mut plan.kubernetes) {
-        (Some(cfg), Some(k)) => {
-            let client = match &k.client {
-                Some(c) => c.clone(),
-                None => crate::kube::client().await?,
-            };
-            k.client = Some(client.clone());
-            Some(crate::kube::lease::acquire(client, &cfg).await?)
+/// `eternia-backup restore`: under the restore Lease when it talks to Kubernetes.
+#[instrument(skip_all, fields(database = %cfg.target, mode = ?cfg.mode, dry_run = cfg.dry_run))]
+pub async fn run(
+    cfg: &RestoreConfig,
+    stores: &StoreSet,
+    cluster: &Cluster,
+) -> Result<RestoreSummary> {
+    let guard = match (&cfg.lease, &cfg.kubernetes) {
+        (Some(lease), Some(_)) => {
+            Some(crate::kube::lease::acquire(cluster.client().await?, lease).await?)
         }
         _ => None,
     };
-    let result = restore_locked(plan).await;
+    let result = restore_locked(cfg, stores, cluster).await;
     if let Some(g) = guard {
         g.release().await;
     }
     result
 }
 
-async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
+async fn restore_locked(
+    cfg: &RestoreConfig,
+    stores: &StoreSet,
+    cluster: &Cluster,
+) -> Result<RestoreSummary> {
     let started = Instant::now();
-    let (store, name) = locate(&plan.stores, &plan.which).await?;
+    let (store, backup) = stores.resolve(&cfg.which).await?;
+    let name = backup.name.clone();
     info!(archive = %name, location = %store.location(), "restoring");
-    let jobs = match (plan.jobs, &plan.stores.local) {
-        (Some(n), _) => n,
-        (None, None) => 1,
-        (None, Some(local)) => {
-            let sidecar = store.sidecar(&name).await?;
-            // Room for the dump, and for the safety backup (about the archive's size) taken after it.
-            let need = sidecar.manifest.database.dump_bytes
-                + if plan.safety.is_some() {
-                    sidecar.archive.size
-                } else {
-                    0
-                };
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let free = free_bytes(local.dir());
-            let jobs = choose_jobs(free, need, cpus);
-            info!(
-                jobs,
-                need_mib = need >> 20,
-                free_mib = free.map(|f| f >> 20),
-                "{}",
-                if jobs > 1 {
-                    "parallel pg_restore: the dump goes to the backup volume first"
-                } else {
-                    "the dump is streamed into one pg_restore: the backup volume has no room for it"
-                }
-            );
-            jobs
-        }
-    };
+    let jobs = jobs_for(cfg, stores, store, &name).await?;
     // With more than one job the dump is extracted to the volume during verification (one pass, not two).
-    let dump_scratch = match (&plan.stores.local, jobs > 1 && !plan.dry_run) {
-        (Some(local), true) => Some(pg::ScratchFile::new(local.dir())),
+    let dump_scratch = match (stores.scratch_space(), jobs > 1 && !cfg.dry_run) {
+        (Some(space), true) => Some(pg::ScratchFile::new(&space.dir)),
         _ => None,
     };
     let dump_file = dump_scratch.as_ref().map(|f| f.path());
-    let (manifest, objects) = verified(store, &name, &plan.identity_file, dump_file).await?;
+    let Verified { manifest, objects } =
+        verified(store, &backup, &cfg.identity_file, dump_file).await?;
     let mut summary = RestoreSummary {
         archive: name.clone(),
         location: store.location(),
-        database: plan.target.to_string(),
-        mode: Some(plan.mode),
+        database: cfg.target.to_string(),
+        mode: Some(cfg.mode),
         jobs,
         table_counts: manifest.database.tables.clone(),
         dump_bytes: manifest.database.dump_bytes,
         tables: manifest.database.tables.len(),
         rows: manifest.database.tables.iter().map(|t| t.rows).sum(),
-        dry_run: plan.dry_run,
+        dry_run: cfg.dry_run,
         ..RestoreSummary::default()
     };
-
-    let kube = match &plan.kubernetes {
-        Some(k) => Some((
-            match &k.client {
-                Some(c) => c.clone(),
-                None => crate::kube::client().await?,
-            },
-            k,
-        )),
+    let kube = match &cfg.kubernetes {
+        Some(k) => Some((cluster.client().await?, k)),
         None => None,
     };
-    if plan.dry_run {
+    if cfg.dry_run {
         if let Some((client, k)) = &kube {
             summary.objects = apply::apply_objects(
                 client.clone(),
@@ -277,12 +277,14 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
         return Ok(summary);
     }
 
-    if let Some(safety) = plan.safety {
-        let s = backup::run(safety).await.map_err(|e| Error::Restore {
-            step: "safety backup".into(),
-            problem: e.to_string(),
-            hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
-        })?;
+    if let Some(safety) = &cfg.safety {
+        let s = backup::run(safety, stores, cluster)
+            .await
+            .map_err(|e| Error::RestoreStep {
+                step: "safety backup".into(),
+                source: Box::new(e),
+                hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
+            })?;
         info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
         summary.safety_backup = Some(s.name);
     }
@@ -292,84 +294,26 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
         .map(|n| format!("the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"))
         .unwrap_or_else(|| "no safety backup was taken (--no-safety-backup)".into());
 
-    let db = plan.target.dbname.clone();
-    let opts = |clean| RestoreOptions {
-        pg_restore: plan.pg_restore.clone(),
-        clean,
-        jobs,
+    let load = Load {
+        store,
+        name: &name,
+        manifest: &manifest,
+        opts: RestoreOptions {
+            pg_restore: cfg.pg_restore.clone(),
+            clean: false,
+            jobs,
+        },
+        identity: &cfg.identity_file,
+        dump_file,
     };
-    match plan.mode {
+    match cfg.mode {
         Mode::Clean => {
-            let mut conn = pg::maintenance(&plan.target).await?;
-            if !pg::database_exists(&mut conn, &plan.target, &db).await? {
-                pg::create_database(&mut conn, &plan.target, &db, None).await?;
-            }
-            pg::terminate_sessions(&mut conn, &plan.target, &db).await?;
-            let restored = async {
-                pg::empty_database(&plan.target).await?;
-                restore_pass(
-                    store,
-                    &name,
-                    &manifest,
-                    &plan.target,
-                    opts(false),
-                    plan.identity_file.clone(),
-                    dump_file,
-                )
-                .await
-            };
-            restored.await.map_err(|e| with_undo(e, &undo))?;
-            summary.row_check = check_rows(&plan.target, &manifest)
-                .await
-                .map_err(|e| with_undo(e, &undo))?;
+            summary.row_check = restore_clean(&cfg.target, &load, &undo).await?;
         }
         Mode::Swap => {
-            let mut conn = pg::maintenance(&plan.target).await?;
-            let [scratch, previous] =
-                unused_names(&mut conn, &plan.target, &db, ["restore", "pre_restore"]).await?;
-            let exists = pg::database_exists(&mut conn, &plan.target, &db).await?;
-            pg::create_database(
-                &mut conn,
-                &plan.target,
-                &scratch,
-                exists.then_some(db.as_str()),
-            )
-            .await?;
-            let into_scratch = plan.target.with_database(&scratch);
-            let restored = async {
-                restore_pass(
-                    store,
-                    &name,
-                    &manifest,
-                    &into_scratch,
-                    opts(false),
-                    plan.identity_file.clone(),
-                    dump_file,
-                )
-                .await?;
-                check_rows(&into_scratch, &manifest).await
-            }
-            .await;
-            let restored = restored.map(|check| summary.row_check = check);
-            if let Err(e) = restored {
-                let _ = pg::drop_database(&mut conn, &plan.target, &scratch).await;
-                return Err(Error::Restore {
-                    step: "restore into a scratch database".into(),
-                    problem: e.to_string(),
-                    hint: format!("the live database {db} was not touched"),
-                });
-            }
-            if exists {
-                pg::rename_database(&mut conn, &plan.target, &db, &previous).await?;
-                if let Err(e) = pg::rename_database(&mut conn, &plan.target, &scratch, &db).await {
-                    let _ = pg::rename_database(&mut conn, &plan.target, &previous, &db).await;
-                    return Err(e);
-                }
-                info!(previous = %previous, "the replaced database is kept; drop it once the restore is confirmed");
-                summary.previous_database = Some(previous);
-            } else {
-                pg::rename_database(&mut conn, &plan.target, &scratch, &db).await?;
-            }
+            let (check, previous) = restore_swap(&cfg.target, &load).await?;
+            summary.row_check = check;
+            summary.previous_database = previous;
         }
     }
 
@@ -383,25 +327,145 @@ async fn restore_locked(plan: RestorePlan) -> Result<RestoreSummary> {
         )
         .await
         .map_err(|e| with_undo(e, &undo))?;
-        let at = Timestamp::now().to_string();
-        for spec in &k.deployments {
-            let name = apply::deployment_name(spec)?;
-            apply::rollout_restart(client.clone(), &k.namespace, name, &at).await?;
-            summary.restarted.push(format!("deployment/{name}"));
-        }
-        for spec in &k.deployments {
-            apply::wait_rollout(
-                client.clone(),
-                &k.namespace,
-                apply::deployment_name(spec)?,
-                k.rollout_timeout,
-                ROLLOUT_POLL,
-            )
-            .await?;
-        }
+        summary.restarted = restart(client, k).await?;
     }
     summary.duration = started.elapsed();
     Ok(summary)
+}
+
+/// `--jobs`, or the choice from the room on the backup volume for the dump (and the safety backup
+/// taken after it, about the archive's size).
+async fn jobs_for(
+    cfg: &RestoreConfig,
+    stores: &StoreSet,
+    store: &dyn BackupStore,
+    name: &str,
+) -> Result<u32> {
+    let space = match (cfg.jobs, stores.scratch_space()) {
+        (Some(n), _) => return Ok(n),
+        (None, None) => return Ok(1),
+        (None, Some(space)) => space,
+    };
+    let sidecar = store.sidecar(name).await?;
+    let need = sidecar.manifest.database.dump_bytes
+        + if cfg.safety.is_some() {
+            sidecar.archive.size
+        } else {
+            0
+        };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = choose_jobs(space.free, need, cpus);
+    info!(
+        jobs,
+        need_mib = need >> 20,
+        free_mib = space.free.map(|f| f >> 20),
+        "{}",
+        if jobs > 1 {
+            "parallel pg_restore: the dump goes to the backup volume first"
+        } else {
+            "the dump is streamed into one pg_restore: the backup volume has no room for it"
+        }
+    );
+    Ok(jobs)
+}
+
+/// Where the dump comes from and how pg_restore loads it.
+struct Load<'a> {
+    store: &'a dyn BackupStore,
+    name: &'a str,
+    manifest: &'a Manifest,
+    opts: RestoreOptions,
+    identity: &'a Option<PathBuf>,
+    dump_file: Option<&'a Path>,
+}
+
+impl Load<'_> {
+    /// Loads the dump into `into` and checks the row counts against the manifest.
+    async fn load_into(&self, into: &PgTarget) -> Result<RowCheck> {
+        restore_pass(
+            self.store,
+            self.name,
+            self.manifest,
+            into,
+            self.opts.clone(),
+            self.identity.clone(),
+            self.dump_file,
+        )
+        .await?;
+        check_rows(into, self.manifest).await
+    }
+}
+
+/// Clean mode: into the database itself, created if missing, after ending its sessions and emptying it.
+/// Once it is emptied, a failure names the way back (`undo`).
+async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result<RowCheck> {
+    let db = &target.dbname;
+    let mut conn = pg::maintenance(target).await?;
+    if !pg::database_exists(&mut conn, target, db).await? {
+        pg::create_database(&mut conn, target, db, None).await?;
+    }
+    pg::terminate_sessions(&mut conn, target, db).await?;
+    async {
+        pg::empty_database(target).await?;
+        load.load_into(target).await
+    }
+    .await
+    .map_err(|e| with_undo(e, undo))
+}
+
+/// Swap mode: into a scratch database, checked, then renamed into place; the replaced database is kept
+/// (its name returned). The live database is not touched unless the scratch one is good.
+async fn restore_swap(target: &PgTarget, load: &Load<'_>) -> Result<(RowCheck, Option<String>)> {
+    let db = &target.dbname;
+    let mut conn = pg::maintenance(target).await?;
+    let [scratch, previous] =
+        unused_names(&mut conn, target, db, ["restore", "pre_restore"]).await?;
+    let exists = pg::database_exists(&mut conn, target, db).await?;
+    pg::create_database(&mut conn, target, &scratch, exists.then_some(db.as_str())).await?;
+    let check = match load.load_into(&target.with_database(&scratch)).await {
+        Ok(check) => check,
+        Err(e) => {
+            let _ = pg::drop_database(&mut conn, target, &scratch).await;
+            return Err(Error::RestoreStep {
+                step: "restore into a scratch database".into(),
+                source: Box::new(e),
+                hint: format!("the live database {db} was not touched"),
+            });
+        }
+    };
+    if !exists {
+        pg::rename_database(&mut conn, target, &scratch, db).await?;
+        return Ok((check, None));
+    }
+    pg::rename_database(&mut conn, target, db, &previous).await?;
+    if let Err(e) = pg::rename_database(&mut conn, target, &scratch, db).await {
+        let _ = pg::rename_database(&mut conn, target, &previous, db).await;
+        return Err(e);
+    }
+    info!(previous = %previous, "the replaced database is kept; drop it once the restore is confirmed");
+    Ok((check, Some(previous)))
+}
+
+/// Rollout-restarts every Deployment, then waits for each; returns `deployment/<name>` for each.
+async fn restart(client: kube::Client, k: &KubeRestore) -> Result<Vec<String>> {
+    let at = Timestamp::now().to_string();
+    let mut restarted = Vec::new();
+    for spec in &k.deployments {
+        let name = apply::deployment_name(spec)?;
+        apply::rollout_restart(client.clone(), &k.namespace, name, &at).await?;
+        restarted.push(format!("deployment/{name}"));
+    }
+    for spec in &k.deployments {
+        apply::wait_rollout(
+            client.clone(),
+            &k.namespace,
+            apply::deployment_name(spec)?,
+            k.rollout_timeout,
+            ROLLOUT_POLL,
+        )
+        .await?;
+    }
+    Ok(restarted)
 }
 
 /// `pg_restore -j` when nobody said: one job per CPU this process may use, 2 to 4, if the volume has
@@ -411,23 +475,6 @@ pub fn choose_jobs(free: Option<u64>, need: u64, cpus: usize) -> u32 {
         Some(free) if free / 11 * 10 >= need => cpus.clamp(2, 4) as u32,
         _ => 1,
     }
-}
-
-/// Bytes this process may still write to the filesystem holding `dir` (0 on a read-only mount).
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a NUL-terminated path and a buffer of the right type, read only when the call succeeds.
-    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it filled the buffer.
-    let st = unsafe { st.assume_init() };
-    if st.f_flag & libc::ST_RDONLY != 0 {
-        return Some(0);
-    }
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Adds the way back (the safety backup) to an error, keeping the step and cause it already names.
@@ -442,9 +489,14 @@ fn with_undo(e: Error, undo: &str) -> Error {
             problem,
             hint: format!("{hint}; {undo}"),
         },
-        other => Error::Restore {
+        Error::RestoreStep { step, source, hint } => Error::RestoreStep {
+            step,
+            source,
+            hint: format!("{hint}; {undo}"),
+        },
+        other => Error::RestoreStep {
             step: "restore".into(),
-            problem: other.to_string(),
+            source: Box::new(other),
             hint: undo.to_owned(),
         },
     }
@@ -474,104 +526,9 @@ async fn check_rows(target: &PgTarget, manifest: &Manifest) -> Result<RowCheck> 
     })
 }
 
-#[derive(Debug, Clone)]
-pub struct DrillReport {
-    pub archive: String,
-    pub scratch: String,
-    pub passed: bool,
-    pub problems: Vec<String>,
-    pub verify: Duration,
-    pub restore: Duration,
-    pub total: Duration,
-}
-
-/// The runbook's "Testing Backups", automated: restore into a scratch database, compare row counts (and
-/// run the optional SQL checks, each of which must return true), drop the scratch database.
-#[instrument(skip_all, fields(database = %target))]
-pub async fn drill(
-    stores: &Stores,
-    which: &Which,
-    target: &PgTarget,
-    pg_restore: PathBuf,
-    identity: Option<PathBuf>,
-    checks: Option<String>,
-) -> Result<DrillReport> {
-    let t0 = Instant::now();
-    let (store, name) = locate(stores, which).await?;
-    let (manifest, _) = verified(store, &name, &identity, None).await?;
-    let verify_time = t0.elapsed();
-    let mut conn = pg::maintenance(target).await?;
-    let [scratch] = unused_names(&mut conn, target, &target.dbname, ["drill"]).await?;
-    pg::create_database(&mut conn, target, &scratch, None).await?;
-    let into = target.with_database(&scratch);
-    let t1 = Instant::now();
-    let result = async {
-        restore_pass(
-            store,
-            &name,
-            &manifest,
-            &into,
-            RestoreOptions {
-                pg_restore,
-                clean: false,
-                jobs: 1,
-            },
-            identity,
-            None,
-        )
-        .await?;
-        let mut problems =
-            pg::compare_row_counts(&into, &manifest.database.tables, Counting::Exact)
-                .await?
-                .differences;
-        if let Some(sql) = &checks {
-            problems.extend(run_checks(&into, sql).await?);
-        }
-        Ok::<_, Error>(problems)
-    }
-    .await;
-    let restore_time = t1.elapsed();
-    if let Err(e) = pg::drop_database(&mut conn, target, &scratch).await {
-        warn!(scratch = %scratch, error = %e, "could not drop the drill database");
-    }
-    let problems = result?;
-    Ok(DrillReport {
-        archive: name,
-        scratch,
-        passed: problems.is_empty(),
-        problems,
-        verify: verify_time,
-        restore: restore_time,
-        total: t0.elapsed(),
-    })
-}
-
-/// Each `;`-separated statement must return a single true value.
-async fn run_checks(target: &PgTarget, sql: &str) -> Result<Vec<String>> {
-    use sqlx::Connection;
-    let mut conn = crate::postgres::snapshot::connect(target).await?;
-    let mut problems = Vec::new();
-    for stmt in sql
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && !s.starts_with("--"))
-    {
-        match sqlx::query_scalar::<_, bool>(stmt)
-            .fetch_one(&mut conn)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => problems.push(format!("check returned false: {stmt}")),
-            Err(e) => problems.push(format!("check failed: {stmt}: {e}")),
-        }
-    }
-    let _ = conn.close().await;
-    Ok(problems)
-}
-
 /// `<db>_<kind>_<YYYYmmdd_HHMMSS>` names no database has yet. A killed restore or drill leaves its
 /// scratch database behind; a run in the same second waits for the next one rather than reuse or drop it.
-async fn unused_names<const N: usize>(
+pub(crate) async fn unused_names<const N: usize>(
     conn: &mut sqlx::PgConnection,
     target: &PgTarget,
     db: &str,
@@ -588,10 +545,7 @@ async fn unused_names<const N: usize>(
         if free {
             return Ok(names);
         }
-        tokio::time::sleep(Duration::from_millis(
-            1000 - u64::from(now.subsec_millisecond().unsigned_abs()) + 5,
-        ))
-        .await;
+        crate::archive::name::sleep_into_next_second(now).await;
     }
 }
 

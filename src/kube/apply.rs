@@ -12,8 +12,20 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, instrument};
 
-use super::export::kube_error;
+use super::error::{Needs, call_failed};
 use crate::error::{Error, Result};
+
+/// Applying the archived objects (the chart's restore Role in the application namespace).
+const APPLY: Needs = Needs {
+    rbac: "get, create and patch on configmaps and secrets in the target namespace",
+    not_found: "the target namespace (BACKUP_NAMESPACE, or --target-namespace) exists",
+};
+
+/// Restarting and watching the application's Deployments.
+const RESTART: Needs = Needs {
+    rbac: "get and patch on deployments (apps) in the target namespace",
+    not_found: "the Deployment names in RESTORE_DEPLOYMENTS (--restart) and the target namespace",
+};
 
 pub const FIELD_MANAGER: &str = "eternia-backup";
 
@@ -107,7 +119,7 @@ where
     let existing = api
         .get_opt(name)
         .await
-        .map_err(|e| kube_error(&format!("get {name} in {ns}"), e))?;
+        .map_err(|e| call_failed(format!("get {name} in {ns}"), APPLY, e))?;
     let action = match &existing {
         None => Action::Create,
         Some(cur) => {
@@ -129,7 +141,7 @@ where
             &Patch::Apply(&desired),
         )
         .await
-        .map_err(|e| kube_error(&format!("apply {name} in {ns}"), e))?;
+        .map_err(|e| call_failed(format!("apply {name} in {ns}"), APPLY, e))?;
     }
     Ok(action)
 }
@@ -162,7 +174,7 @@ pub async fn rollout_restart(client: Client, ns: &str, name: &str, at: &str) -> 
     };
     api.patch(name, &pp, &Patch::Merge(&restart_patch(at)))
         .await
-        .map_err(|e| kube_error(&format!("restart deployment/{name} in {ns}"), e))?;
+        .map_err(|e| call_failed(format!("restart deployment/{name} in {ns}"), RESTART, e))?;
     Ok(())
 }
 
@@ -190,7 +202,7 @@ pub async fn wait_rollout(
         let d = api
             .get(name)
             .await
-            .map_err(|e| kube_error(&format!("get deployment/{name} in {ns}"), e))?;
+            .map_err(|e| call_failed(format!("get deployment/{name} in {ns}"), RESTART, e))?;
         if rollout_complete(&d) {
             info!(
                 deployment = name,

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, instrument};
 
+use super::error::{Needs, call_failed};
 use super::selector::Selector;
 use crate::error::{Error, Result};
 
@@ -61,6 +62,11 @@ const SERVER_SET_METADATA: &[&str] = &[
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
 ];
+
+const EXPORT: Needs = Needs {
+    rbac: "list on configmaps and secrets in this namespace",
+    not_found: "the namespace name (BACKUP_NAMESPACE)",
+};
 
 #[instrument(skip(client, filter), fields(namespace = namespace))]
 pub async fn export_namespace(
@@ -151,10 +157,13 @@ where
         if let Some(t) = token.take() {
             lp = lp.continue_token(&t);
         }
-        let page = api
-            .list(&lp)
-            .await
-            .map_err(|e| kube_error(&format!("list {resource} in namespace {namespace}"), e))?;
+        let page = api.list(&lp).await.map_err(|e| {
+            call_failed(
+                format!("list {resource} in namespace {namespace}"),
+                EXPORT,
+                e,
+            )
+        })?;
         out.extend(page.items);
         match page.metadata.continue_ {
             Some(t) if !t.is_empty() => token = Some(t),
@@ -194,35 +203,5 @@ pub fn strip_server_fields(v: &mut serde_json::Value) {
                 meta.remove(*f);
             }
         }
-    }
-}
-
-pub fn kube_error(what: &str, e: kube::Error) -> Error {
-    let (problem, hint) = match &e {
-        kube::Error::Api(s) if s.code == 403 => (
-            format!("forbidden ({})", s.message),
-            "RBAC: the ServiceAccount needs get/list on configmaps and secrets in this namespace (chart value rbac.create)",
-        ),
-        kube::Error::Api(s) if s.code == 404 => (
-            format!("not found ({})", s.message),
-            "the namespace name (BACKUP_NAMESPACE)",
-        ),
-        kube::Error::Api(s) if s.code == 401 => (
-            format!("unauthorized ({})", s.message),
-            "the ServiceAccount token",
-        ),
-        kube::Error::Api(s) => (
-            format!("API error {} ({})", s.code, s.message),
-            "the Kubernetes API server",
-        ),
-        other => (
-            other.to_string(),
-            "connectivity to the Kubernetes API server",
-        ),
-    };
-    Error::Kubernetes {
-        what: what.to_owned(),
-        problem,
-        hint: hint.into(),
     }
 }

@@ -11,8 +11,20 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tracing::{info, instrument, warn};
 
-use super::export::kube_error;
+use super::error::{Needs, call_failed};
 use crate::error::{Error, Result};
+
+/// Reading the Lease (a backup checks it; the chart's backup and webhook Roles grant get).
+const LEASE_READ: Needs = Needs {
+    rbac: "get on leases (coordination.k8s.io) in the Lease's namespace",
+    not_found: "the Lease's namespace (LEASE_NAMESPACE, the release namespace)",
+};
+
+/// Taking and renewing it (the chart's restore Role).
+const LEASE_TAKE: Needs = Needs {
+    rbac: "get, create and update on leases (coordination.k8s.io) in the Lease's namespace",
+    not_found: "the Lease's namespace (LEASE_NAMESPACE, the release namespace)",
+};
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -24,11 +36,21 @@ pub struct LeaseConfig {
 
 /// Who holds the lease now, if anyone (an expired lease is free).
 pub fn current_holder(lease: &Lease, now: Timestamp) -> Option<String> {
+    let holder = holder_identity(lease)?;
     let spec = lease.spec.as_ref()?;
-    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
     let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
     let secs = i64::from(spec.lease_duration_seconds.unwrap_or(60));
     (renewed.as_second() + secs > now.as_second()).then_some(holder)
+}
+
+/// The holder the Lease names, expired or not.
+fn holder_identity(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()?
+        .holder_identity
+        .clone()
+        .filter(|h| !h.is_empty())
 }
 
 fn spec(cfg: &LeaseConfig, acquired: Timestamp) -> LeaseSpec {
@@ -41,16 +63,21 @@ fn spec(cfg: &LeaseConfig, acquired: Timestamp) -> LeaseSpec {
     }
 }
 
-/// The holder of the restore lease, for `backup` to decide whether to skip.
+/// Who holds the Lease `namespace/name` now, if anyone (the webhook asks whether a restore runs).
 #[instrument(skip(client))]
-pub async fn holder(client: Client, cfg: &LeaseConfig) -> Result<Option<String>> {
-    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+pub async fn held_by(client: Client, namespace: &str, name: &str) -> Result<Option<String>> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
     let lease = api
-        .get_opt(&cfg.name)
+        .get_opt(name)
         .await
-        .map_err(|e| kube_error(&format!("get lease {}", cfg.name), e))?;
-    Ok(lease
-        .and_then(|l| current_holder(&l, Timestamp::now()))
+        .map_err(|e| call_failed(format!("get lease {name}"), LEASE_READ, e))?;
+    Ok(lease.and_then(|l| current_holder(&l, Timestamp::now())))
+}
+
+/// The holder of the restore lease other than this process, for `backup` to decide whether to skip.
+pub async fn holder(client: Client, cfg: &LeaseConfig) -> Result<Option<String>> {
+    Ok(held_by(client, &cfg.namespace, &cfg.name)
+        .await?
         .filter(|h| *h != cfg.holder))
 }
 
@@ -72,7 +99,7 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) -> Result<LeaseGuard> {
     match api
         .get_opt(&cfg.name)
         .await
-        .map_err(|e| kube_error(&format!("get lease {}", cfg.name), e))?
+        .map_err(|e| call_failed(format!("get lease {}", cfg.name), LEASE_TAKE, e))?
     {
         None => {
             let lease = Lease {
@@ -88,7 +115,13 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) -> Result<LeaseGuard> {
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     return Err(held("another restore (it was created a moment ago)".into()));
                 }
-                Err(e) => return Err(kube_error(&format!("create lease {}", cfg.name), e)),
+                Err(e) => {
+                    return Err(call_failed(
+                        format!("create lease {}", cfg.name),
+                        LEASE_TAKE,
+                        e,
+                    ));
+                }
             }
         }
         Some(existing) => {
@@ -104,7 +137,13 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) -> Result<LeaseGuard> {
                         "another restore (it took the lease a moment ago)".into(),
                     ));
                 }
-                Err(e) => return Err(kube_error(&format!("update lease {}", cfg.name), e)),
+                Err(e) => {
+                    return Err(call_failed(
+                        format!("update lease {}", cfg.name),
+                        LEASE_TAKE,
+                        e,
+                    ));
+                }
             }
         }
     }
@@ -123,12 +162,23 @@ async fn renew_loop(api: Api<Lease>, cfg: LeaseConfig, acquired: Timestamp) {
         tokio::time::sleep(every).await;
         let result = async {
             let mut l = api.get(&cfg.name).await?;
+            if let Some(other) = holder_identity(&l).filter(|h| *h != cfg.holder) {
+                return Ok(Some(other));
+            }
             l.spec = Some(spec(&cfg, acquired));
-            api.replace(&cfg.name, &PostParams::default(), &l).await
+            api.replace(&cfg.name, &PostParams::default(), &l)
+                .await
+                .map(|_| None)
         }
         .await;
-        if let Err(e) = result {
-            warn!(lease = %cfg.name, error = %e, "could not renew the restore lease");
+        match result {
+            Ok(None) => {}
+            // Never write over another holder: it took the Lease after ours expired.
+            Ok(Some(other)) => {
+                warn!(lease = %cfg.name, holder = %other, "the restore lease was taken by another holder; no longer renewing it");
+                return;
+            }
+            Err(e) => warn!(lease = %cfg.name, error = %e, "could not renew the restore lease"),
         }
     }
 }
@@ -139,6 +189,9 @@ impl LeaseGuard {
         self.renew.abort();
         let result = async {
             let mut l = self.api.get(&self.cfg.name).await?;
+            if let Some(other) = holder_identity(&l).filter(|h| *h != self.cfg.holder) {
+                return Ok(Some(other));
+            }
             if let Some(s) = l.spec.as_mut() {
                 s.holder_identity = None;
                 s.renew_time = None;
@@ -146,10 +199,15 @@ impl LeaseGuard {
             self.api
                 .replace(&self.cfg.name, &PostParams::default(), &l)
                 .await
+                .map(|_| None)
         }
         .await;
         match result {
-            Ok(_) => info!(lease = %self.cfg.name, "restore lease released"),
+            Ok(None) => info!(lease = %self.cfg.name, "restore lease released"),
+            // Another holder took it after ours expired: clearing it would let a second restore start.
+            Ok(Some(other)) => {
+                warn!(lease = %self.cfg.name, holder = %other, "the restore lease is held by another holder now; leaving it alone")
+            }
             Err(e) => {
                 warn!(lease = %self.cfg.name, error = %e, "could not release the restore lease; it expires by itself")
             }

@@ -59,7 +59,11 @@ pub fn dump_into<W: Write>(
     })?;
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
-    let stderr_tail = thread::spawn(move || read_tail(stderr, STDERR_TAIL));
+    let stderr_tail = thread::spawn(move || {
+        super::stderr_tail(stderr, STDERR_TAIL)
+            .trim()
+            .replace('\n', " | ")
+    });
 
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, String)>(1);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
@@ -147,24 +151,6 @@ pub fn dump_into<W: Write>(
         });
     }
     Ok(stats)
-}
-
-fn read_tail(mut r: impl Read, keep: usize) -> String {
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > keep * 2 {
-            tail.drain(..tail.len() - keep);
-        }
-    }
-    if tail.len() > keep {
-        tail.drain(..tail.len() - keep);
-    }
-    String::from_utf8_lossy(&tail).trim().replace('\n', " | ")
 }
 
 fn dump_hint(stderr: &str) -> &'static str {

@@ -120,23 +120,10 @@ fn spawn(cmd: &mut Command, opts: &RestoreOptions) -> Result<Running> {
         hint: "install the PostgreSQL client tools (pg_restore) or set PG_RESTORE_BIN".into(),
     })?;
     let stderr = child.stderr.take().expect("piped stderr");
-    Ok(Running(child, thread::spawn(move || read_tail(stderr))))
-}
-
-/// Reads everything (so the child never blocks on a full pipe) and keeps the last lines.
-fn read_tail(mut r: impl Read) -> String {
-    let mut tail = Vec::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > 2 * STDERR_TAIL {
-            tail.drain(..tail.len() - STDERR_TAIL);
-        }
-    }
-    String::from_utf8_lossy(&tail).into_owned()
+    Ok(Running(
+        child,
+        thread::spawn(move || super::stderr_tail(stderr, STDERR_TAIL)),
+    ))
 }
 
 fn finish(Running(mut child, tail): Running) -> Result<()> {

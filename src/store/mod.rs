@@ -1,9 +1,13 @@
-//! Where archives live. Every location (the backup volume, later a bucket) implements [`BackupStore`];
-//! `list`, `verify`, `prune` and `backup` only talk to the trait.
+//! Where archives live. Each location (the backup volume, an S3-compatible bucket) implements
+//! [`BackupStore`]; the operations see them through [`StoreSet`], the primary store plus the optional
+//! off-site copy, which writes to both, resolves `latest`/a name/`--before` and reconciles the copy.
+//!
+//! - `local`: the backup volume; `s3`: the bucket; `tee`: one archive written to both at once.
+//! - `set`: the stores a command works on, opened from a [`StoreConfig`].
 
 pub mod local;
 pub mod s3;
-pub mod select;
+pub mod set;
 pub mod tee;
 
 use std::io::{Read, Write};
@@ -18,6 +22,45 @@ use crate::error::{Error, Result};
 
 pub use local::LocalStore;
 pub use s3::S3Store;
+pub use set::{StoreChoice, StoreConfig, StoreSet};
+
+/// Which backup a command means: the newest, one by name, or the newest created at or before a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Which {
+    Latest,
+    Named(String),
+    Before(Timestamp),
+}
+
+impl Which {
+    /// `latest` or an archive name, as typed on the command line or in Slack.
+    pub fn from_arg(arg: &str) -> Which {
+        if arg == "latest" {
+            Which::Latest
+        } else {
+            Which::Named(arg.to_owned())
+        }
+    }
+
+    /// How a missing backup is named in an error.
+    fn describe(&self) -> String {
+        match self {
+            Which::Latest => "at all (latest requested)".into(),
+            Which::Named(n) => format!("named {n}"),
+            Which::Before(t) => format!("created at or before {t}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Which::Latest => f.write_str("latest"),
+            Which::Named(n) => f.write_str(n),
+            Which::Before(t) => write!(f, "--before={t}"),
+        }
+    }
+}
 
 /// A complete backup: archive plus sidecar.
 #[derive(Debug, Clone, Serialize)]
@@ -62,20 +105,25 @@ pub trait BackupStore: Send + Sync {
     /// Removes leftovers of interrupted backups older than `age`; returns what was (or would be) removed.
     async fn remove_stale_partials(&self, age: Duration, dry_run: bool) -> Result<Vec<String>>;
 
-    /// `latest` or an exact archive name, among the complete backups.
-    async fn resolve(&self, which: &str) -> Result<StoredBackup> {
+    /// The complete backup `which` means in this store. An archive that exists without its sidecar is
+    /// named as incomplete rather than missing.
+    async fn resolve(&self, which: &Which) -> Result<StoredBackup> {
         let all = self.list().await?;
-        let found = if which == "latest" {
-            all.into_iter().next_back()
-        } else {
-            all.into_iter().find(|b| b.name == which)
+        let found = match which {
+            Which::Latest => all.into_iter().next_back(),
+            Which::Named(n) => all.into_iter().find(|b| b.name == *n),
+            Which::Before(t) => all.into_iter().rev().find(|b| b.created <= *t),
         };
+        if let (None, Which::Named(n)) = (&found, which)
+            && self.open(n).await.is_ok()
+        {
+            return Err(Error::archive(
+                n,
+                "its sidecar manifest is missing: the backup is incomplete (interrupted, or still being written) and is not trusted",
+            ));
+        }
         found.ok_or_else(|| Error::NotFound {
-            what: if which == "latest" {
-                "at all (latest requested)".into()
-            } else {
-                format!("named {which}")
-            },
+            what: which.describe(),
             location: self.location(),
         })
     }

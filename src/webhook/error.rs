@@ -6,6 +6,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use super::jobs::JobError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -24,12 +26,19 @@ pub enum ApiError {
     Unavailable(String),
 }
 
-impl ApiError {
-    pub fn kube(what: &str, e: kube::Error) -> ApiError {
-        let err = crate::kube::export::kube_error(what, e);
-        ApiError::Unavailable(err.to_string())
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> ApiError {
+        match e {
+            JobError::Conflict(what) => ApiError::Conflict(what),
+            JobError::NotFound(what) => ApiError::NotFound(what),
+            e @ (JobError::Unavailable(_) | JobError::Kube(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
     }
+}
 
+impl ApiError {
     fn hint(&self) -> Option<&'static str> {
         match self {
             ApiError::Unauthorized(_) => Some(

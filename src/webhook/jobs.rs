@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Client;
@@ -14,8 +13,37 @@ use kube::api::{Api, ListParams, LogParams, PostParams};
 use serde::Serialize;
 use tracing::{info, instrument};
 
-use super::error::ApiError;
-use crate::kube::lease::current_holder;
+use crate::kube::error::{CallError, Needs};
+use crate::kube::lease::held_by;
+
+/// What went wrong orchestrating a restore Job; the HTTP layer (`webhook::error`) maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The restore template is missing or unusable, or the cluster cannot be asked.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("kubernetes: {0}")]
+    Kube(#[from] Box<CallError>),
+    /// Another restore runs (what it is).
+    #[error("a restore is already running: {0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// The chart's webhook Role in the release namespace.
+const TEMPLATE: Needs = Needs {
+    rbac: "get on cronjobs (batch) in the Job namespace",
+    not_found: "the Job namespace (WEBHOOK_JOB_NAMESPACE, the release namespace)",
+};
+const JOBS: Needs = Needs {
+    rbac: "create, get and list on jobs (batch) in the Job namespace",
+    not_found: "the Job namespace (WEBHOOK_JOB_NAMESPACE, the release namespace)",
+};
+
+fn failed(what: impl Into<String>, needs: Needs, e: kube::Error) -> JobError {
+    JobError::Kube(Box::new(CallError::new(what, needs, e)))
+}
 
 pub const LABEL_RESTORE_ID: &str = "eternia-backup.io/restore-id";
 pub const LABEL_IDEMPOTENCY: &str = "eternia-backup.io/idempotency-key";
@@ -188,10 +216,10 @@ pub fn new_id(seed: &str) -> String {
 
 /// The restore Job for `req`: the CronJob's jobTemplate with the backup argument replaced, our labels
 /// and annotations added, owned by the CronJob (as `kubectl create job --from` does).
-pub fn job_from_template(cronjob: &CronJob, id: &str, req: &NewRestore) -> Result<Job, ApiError> {
+pub fn job_from_template(cronjob: &CronJob, id: &str, req: &NewRestore) -> Result<Job, JobError> {
     let cj_name = cronjob.metadata.name.clone().unwrap_or_default();
     let broken = |what: &str| {
-        ApiError::Unavailable(format!(
+        JobError::Unavailable(format!(
             "the restore template CronJob {cj_name} {what}; reinstall the chart (restore.cronJobName)"
         ))
     };
@@ -305,37 +333,35 @@ impl RestoreJobs {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    async fn template(&self) -> Result<CronJob, ApiError> {
+    async fn template(&self) -> Result<CronJob, JobError> {
         let api: Api<CronJob> = Api::namespaced(self.client.clone(), &self.namespace);
         match api.get_opt(&self.cronjob).await {
             Ok(Some(cj)) => Ok(cj),
-            Ok(None) => Err(ApiError::Unavailable(format!(
+            Ok(None) => Err(JobError::Unavailable(format!(
                 "the restore template CronJob {}/{} does not exist; install the chart or set WEBHOOK_RESTORE_CRONJOB",
                 self.namespace, self.cronjob
             ))),
-            Err(e) => Err(ApiError::kube(&format!("get cronjob {}", self.cronjob), e)),
+            Err(e) => Err(failed(format!("get cronjob {}", self.cronjob), TEMPLATE, e)),
         }
     }
 
     /// Readiness: the API answers and the restore template exists.
-    pub async fn ready(&self) -> Result<(), ApiError> {
+    pub async fn ready(&self) -> Result<(), JobError> {
         self.template().await.map(|_| ())
     }
 
     /// What is restoring right now, if anything: the Lease holder or a live restore Job.
     #[instrument(skip(self))]
-    pub async fn running(&self) -> Result<Option<String>, ApiError> {
+    pub async fn running(&self) -> Result<Option<String>, JobError> {
         let cronjob = self.template().await?;
         self.running_from(&cronjob).await
     }
 
-    async fn running_from(&self, cronjob: &CronJob) -> Result<Option<String>, ApiError> {
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lease_namespace);
-        let lease = leases
-            .get_opt(&self.lease_name)
+    async fn running_from(&self, cronjob: &CronJob) -> Result<Option<String>, JobError> {
+        let holder = held_by(self.client.clone(), &self.lease_namespace, &self.lease_name)
             .await
-            .map_err(|e| ApiError::kube(&format!("get lease {}", self.lease_name), e))?;
-        if let Some(holder) = lease.and_then(|l| current_holder(&l, Timestamp::now())) {
+            .map_err(|e| JobError::Unavailable(e.to_string()))?;
+        if let Some(holder) = holder {
             return Ok(Some(format!(
                 "a restore holds the lease {}/{} ({holder})",
                 self.lease_namespace, self.lease_name
@@ -345,7 +371,7 @@ impl RestoreJobs {
             .jobs()
             .list(&ListParams::default().labels(&template_selector(cronjob)))
             .await
-            .map_err(|e| ApiError::kube("list restore jobs", e))?;
+            .map_err(|e| failed("list restore jobs", JOBS, e))?;
         Ok(jobs
             .items
             .iter()
@@ -362,13 +388,13 @@ impl RestoreJobs {
     /// Starts a restore unless one with the same idempotency key exists (returned instead) or another
     /// restore is running (409). The caller serializes calls within this process.
     #[instrument(skip(self), fields(backup = %req.backup_arg, dry_run = req.dry_run))]
-    pub async fn start(&self, req: &NewRestore) -> Result<Started, ApiError> {
+    pub async fn start(&self, req: &NewRestore) -> Result<Started, JobError> {
         if let Some(key) = &req.idempotency_key {
             let existing = self
                 .jobs()
                 .list(&ListParams::default().labels(&format!("{LABEL_IDEMPOTENCY}={key}")))
                 .await
-                .map_err(|e| ApiError::kube("list restore jobs", e))?;
+                .map_err(|e| failed("list restore jobs", JOBS, e))?;
             if let Some(job) = existing.items.first() {
                 return Ok(Started::Existing(status_of(job)));
             }
@@ -377,7 +403,7 @@ impl RestoreJobs {
         if !req.dry_run
             && let Some(what) = self.running_from(&cronjob).await?
         {
-            return Err(ApiError::Conflict(what));
+            return Err(JobError::Conflict(what));
         }
         let id = new_id(&req.requested_by);
         let job = job_from_template(&cronjob, &id, req)?;
@@ -385,22 +411,22 @@ impl RestoreJobs {
             .jobs()
             .create(&PostParams::default(), &job)
             .await
-            .map_err(|e| ApiError::kube("create restore job", e))?;
+            .map_err(|e| failed("create restore job", JOBS, e))?;
         info!(job = ?created.metadata.name, "restore job created");
         Ok(Started::New(status_of(&created)))
     }
 
     /// The restore's status, with the log tail when it failed.
     #[instrument(skip(self))]
-    pub async fn status(&self, id: &str) -> Result<RestoreStatus, ApiError> {
+    pub async fn status(&self, id: &str) -> Result<RestoreStatus, JobError> {
         let name = job_name(&self.cronjob, id);
         let job = self
             .jobs()
             .get_opt(&name)
             .await
-            .map_err(|e| ApiError::kube(&format!("get job {name}"), e))?
+            .map_err(|e| failed(format!("get job {name}"), JOBS, e))?
             .filter(|j| status_of(j).id == id)
-            .ok_or_else(|| ApiError::NotFound(format!("no restore {id}")))?;
+            .ok_or_else(|| JobError::NotFound(format!("no restore {id}")))?;
         let mut status = status_of(&job);
         if status.status == State::Failed {
             status.log_tail = self.log_tail(&name).await;
@@ -409,12 +435,12 @@ impl RestoreJobs {
     }
 
     /// The newest restores (for Slack `status`).
-    pub async fn recent(&self, n: usize) -> Result<Vec<RestoreStatus>, ApiError> {
+    pub async fn recent(&self, n: usize) -> Result<Vec<RestoreStatus>, JobError> {
         let jobs = self
             .jobs()
             .list(&ListParams::default().labels(LABEL_RESTORE_ID))
             .await
-            .map_err(|e| ApiError::kube("list restore jobs", e))?;
+            .map_err(|e| failed("list restore jobs", JOBS, e))?;
         let mut all: Vec<RestoreStatus> = jobs.items.iter().map(status_of).collect();
         all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         all.truncate(n);

@@ -2,34 +2,39 @@
 //! signature), authorizes, and creates a restore Job from the chart's restore template; it never
 //! restores in its own process. State lives in the Jobs and the Lease.
 //!
-//! - `jwt`, `slack`, `pattern`: who may call.
-//! - `jobs`: restore Jobs (create from the template, status, what runs now).
-//! - `routes`: the HTTP API; `metrics`, `limits`: Prometheus text, rate limit and replay cache.
+//! - `auth` (`jwt`, `slack`, `pattern`): who may call.
+//! - `http`: routes, middleware, health and metrics endpoints; `api`: the restore API; `slack_routes` and
+//!   `slack_messages`: the Slack command and what it answers; `follow`: a started restore, polled.
+//! - `jobs`: restore Jobs (create from the template, status, what runs now), with domain errors that
+//!   `error` maps to HTTP statuses.
+//! - `metrics`, `limits`: Prometheus text, rate limit and replay cache.
 
+mod api;
+pub mod auth;
 pub mod error;
+mod follow;
+pub mod http;
 pub mod jobs;
-pub mod jwt;
 pub mod limits;
 pub mod metrics;
-pub mod pattern;
-pub mod routes;
-pub mod slack;
+mod slack_messages;
+mod slack_routes;
+
+pub use auth::{jwt, pattern, slack};
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use tracing::{info, warn};
 
-use crate::cli::{GlobalArgs, ServeArgs};
 use crate::error::{Error, Result};
-use crate::store::select::Stores;
+use crate::kube::Cluster;
+use crate::store::{StoreConfig, StoreSet};
 use jobs::RestoreJobs;
-use jwt::{JwksSource, Policy, Verifier};
+use jwt::Verifier;
 use limits::{RateLimiter, SeenIds};
 use metrics::Metrics;
-use pattern::Pattern;
 use slack::SlackAuth;
 
 /// Slack settings: the signing secret and who may use the command where.
@@ -47,7 +52,7 @@ pub struct Webhook {
     pub slack: Option<SlackSettings>,
     /// `Err`: why restores cannot be orchestrated (no Kubernetes API configuration).
     pub jobs: std::result::Result<RestoreJobs, String>,
-    pub stores: Option<Stores>,
+    pub stores: Option<StoreSet>,
     pub prefix: String,
     pub metrics: Metrics,
     pub rate: RateLimiter,
@@ -63,7 +68,7 @@ pub struct Webhook {
     pub http: reqwest::Client,
 }
 
-/// Settings that do not come from the cluster: built from `ServeArgs` or by tests.
+/// Settings that do not come from the cluster: built by `cli::config` or by tests.
 pub struct Settings {
     pub verifier: Verifier,
     pub slack: Option<SlackSettings>,
@@ -75,65 +80,30 @@ pub struct Settings {
     pub poll_interval: Duration,
 }
 
-impl Settings {
-    pub fn from_args(global: &GlobalArgs, args: &ServeArgs) -> Result<Settings> {
-        let secret = |v: &Option<String>| {
-            v.clone()
-                .filter(|s| !s.trim().is_empty())
-                .map(SecretString::from)
-        };
-        let jwks = match (&args.jwks_file, &args.jwks_url) {
-            (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    "set WEBHOOK_JWKS_FILE or WEBHOOK_JWKS_URL, not both",
-                ));
-            }
-            (Some(f), None) => Some(JwksSource::File(f.clone())),
-            (None, Some(u)) => Some(JwksSource::Url(u.clone())),
-            (None, None) => None,
-        };
-        let policy = Policy {
-            issuer: args.jwt_issuer.clone().filter(|s| !s.is_empty()),
-            audience: args.jwt_audience.clone().filter(|s| !s.is_empty()),
-            subjects: Pattern::list(&args.allowed_subjects),
-            claims: Policy::parse_claims(&args.jwt_claims).map_err(Error::config)?,
-            max_age: args.jwt_max_age,
-            leeway: args.jwt_leeway,
-        };
-        let verifier = Verifier::new(secret(&args.jwt_hs256_secret).as_ref(), jwks, policy)
-            .map_err(Error::config)?;
-        let slack = secret(&args.slack_signing_secret).map(|s| SlackSettings {
-            auth: SlackAuth::new(s),
-            allowed_users: trimmed(&args.slack_allowed_users),
-            allowed_channels: trimmed(&args.slack_allowed_channels),
-            response_url_prefix: args.slack_response_url_prefix.clone(),
-            confirm_ttl: args.slack_confirm_ttl,
-        });
-        Ok(Settings {
-            verifier,
-            slack,
-            prefix: global.prefix.clone(),
-            rate_limit_per_minute: args.rate_limit,
-            rate_burst: args.rate_burst,
-            trust_forwarded_for: args.trust_forwarded_for,
-            body_limit: usize::try_from(args.body_limit).unwrap_or(usize::MAX),
-            poll_interval: args.poll_interval,
-        })
-    }
+/// Where restore Jobs are made and the Lease they hold.
+pub struct JobsConfig {
+    pub namespace: String,
+    pub cronjob: String,
+    pub lease_name: String,
+    pub lease_namespace: String,
 }
 
-fn trimmed(v: &[String]) -> Vec<String> {
-    v.iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
+/// Everything `serve` needs.
+pub struct WebhookConfig {
+    pub settings: Settings,
+    pub jobs: JobsConfig,
+    /// `Err`: why backups cannot be listed here (the webhook still serves restores).
+    pub stores: Result<StoreConfig>,
+    pub listen: std::net::SocketAddr,
+    pub workers: usize,
+    pub metrics_refresh: Duration,
 }
 
 impl Webhook {
     pub fn new(
         settings: Settings,
         jobs: std::result::Result<RestoreJobs, String>,
-        stores: Option<Stores>,
+        stores: Option<StoreSet>,
     ) -> Webhook {
         Webhook {
             verifier: settings.verifier,
@@ -159,23 +129,7 @@ impl Webhook {
     /// Refreshes the backup and restore gauges (periodically, from `serve`).
     pub async fn refresh_metrics(&self) {
         if let Some(stores) = &self.stores {
-            for (kind, store) in [
-                (
-                    "local",
-                    stores
-                        .local
-                        .as_ref()
-                        .map(|s| s as &dyn crate::store::BackupStore),
-                ),
-                (
-                    "s3",
-                    stores
-                        .s3
-                        .as_ref()
-                        .map(|s| s as &dyn crate::store::BackupStore),
-                ),
-            ] {
-                let Some(store) = store else { continue };
+            for (kind, store) in stores.by_kind() {
                 match store.list().await {
                     Ok(list) => self.metrics.set_backups(kind, &list),
                     Err(e) => {
@@ -200,40 +154,31 @@ pub fn server(
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = actix_web::web::Data::from(state);
-    Ok(
-        actix_web::HttpServer::new(move || routes::app(data.clone()))
-            .workers(workers.max(1))
-            .shutdown_timeout(20)
-            .client_request_timeout(Duration::from_secs(10))
-            .listen(listener)?
-            .run(),
-    )
+    Ok(actix_web::HttpServer::new(move || http::app(data.clone()))
+        .workers(workers.max(1))
+        .shutdown_timeout(20)
+        .client_request_timeout(Duration::from_secs(10))
+        .listen(listener)?
+        .run())
 }
 
 /// `eternia-backup serve`.
-pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
-    let settings = Settings::from_args(global, args)?;
-    let namespace = args
-        .job_namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                .ok()
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "backup".into());
-    let jobs = match crate::kube::client().await {
+pub async fn serve(cfg: WebhookConfig, cluster: Cluster) -> Result<()> {
+    let WebhookConfig {
+        settings,
+        jobs,
+        stores,
+        listen,
+        workers,
+        metrics_refresh,
+    } = cfg;
+    let jobs = match cluster.client().await {
         Ok(client) => Ok(RestoreJobs {
             client,
-            lease_namespace: args
-                .lease_namespace
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| namespace.clone()),
-            namespace,
-            cronjob: args.restore_cronjob.clone(),
-            lease_name: args.lease_name.clone(),
+            namespace: jobs.namespace,
+            cronjob: jobs.cronjob,
+            lease_namespace: jobs.lease_namespace,
+            lease_name: jobs.lease_name,
             log_tail_lines: 20,
         }),
         Err(e) => {
@@ -241,7 +186,11 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
             Err(e.to_string())
         }
     };
-    let stores = match Stores::open(&global.backup_dir, &global.prefix, &args.stores).await {
+    let stores = match stores {
+        Ok(cfg) => StoreSet::open(&cfg).await,
+        Err(e) => Err(e),
+    };
+    let stores = match stores {
         Ok(s) => Some(s),
         Err(e) => {
             warn!(error = %e, "backups cannot be listed (GET /v1/backups, backup metrics)");
@@ -258,15 +207,14 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
     }
     settings.verifier.preload().await;
     let state = Arc::new(Webhook::new(settings, jobs, stores));
-    let listener = TcpListener::bind(args.listen).map_err(|e| {
+    let listener = TcpListener::bind(listen).map_err(|e| {
         Error::config(format!(
-            "cannot listen on {} ({e}); set WEBHOOK_LISTEN to a free address",
-            args.listen
+            "cannot listen on {listen} ({e}); set WEBHOOK_LISTEN to a free address"
         ))
     })?;
     let refresher = {
         let state = state.clone();
-        let every = args.metrics_refresh.max(Duration::from_secs(5));
+        let every = metrics_refresh.max(Duration::from_secs(5));
         tokio::spawn(async move {
             loop {
                 state.refresh_metrics().await;
@@ -274,8 +222,8 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
             }
         })
     };
-    info!(listen = %args.listen, "restore webhook listening");
-    let result = server(state, listener, args.workers)
+    info!(listen = %listen, "restore webhook listening");
+    let result = server(state, listener, workers)
         .map_err(|e| Error::config(format!("cannot start the HTTP server: {e}")))?
         .await;
     refresher.abort();

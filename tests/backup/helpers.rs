@@ -404,33 +404,3 @@ impl Drop for PrivatePg {
             .status();
     }
 }
-
-/// The plan `eternia-backup backup` would run for `db` into `dir` with the Kubernetes export on, with
-/// `client` (an in-memory API) in place of the in-cluster client.
-pub async fn backup_plan_with_cluster(
-    db: &TestDb,
-    dir: &Path,
-    client: kube::Client,
-) -> eternia_backup::commands::backup::BackupPlan {
-    use clap::Parser;
-    let url = db.url();
-    let args = [
-        "eternia-backup",
-        "--backup-dir",
-        dir.to_str().unwrap(),
-        "backup",
-        "--database-url",
-        &url,
-        "--namespace",
-        "eternia-production",
-    ];
-    let cli = eternia_backup::cli::Cli::parse_from(args);
-    let eternia_backup::cli::Command::Backup(backup) = cli.command else {
-        unreachable!("parsed a backup command")
-    };
-    let mut plan = eternia_backup::app::backup_plan(&cli.global, &backup)
-        .await
-        .unwrap();
-    plan.kubernetes.as_mut().unwrap().client = Some(client);
-    plan
-}

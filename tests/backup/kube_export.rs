@@ -228,7 +228,9 @@ async fn a_forbidden_list_names_the_rbac_to_grant() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("forbidden") && err.contains("RBAC") && err.contains("get/list on configmaps"),
+        err.contains("forbidden")
+            && err.contains("RBAC")
+            && err.contains("list on configmaps and secrets"),
         "{err}"
     );
 }

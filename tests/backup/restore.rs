@@ -406,3 +406,69 @@ fn the_dump_written_for_parallel_restore_gets_the_offsets_pg_dump_writes_into_a_
     );
     assert_eq!(differing(&written, &seekable), 0);
 }
+
+#[test]
+fn restore_help_offers_what_a_restore_uses_and_no_backup_only_flag() {
+    let r = run(bin().args(["restore", "--help"])).ok();
+    for wanted in [
+        "--mode",
+        "--no-safety-backup",
+        "--jobs",
+        "Safety backup:",
+        "--encrypt-to",
+        "--compression",
+    ] {
+        r.says(wanted);
+    }
+    for backup_only in [
+        "--keep-days",
+        "--keep-last",
+        "--no-prune",
+        "--notify-slack-webhook-url",
+        "--notify-on-success",
+    ] {
+        assert!(
+            !r.stdout.contains(backup_only),
+            "restore --help offers {backup_only}:\n{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn a_backup_only_flag_given_to_restore_is_a_usage_error_that_names_it() {
+    let dir = tempdir();
+    run(bin().env("BACKUP_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--no-kubernetes",
+        "--keep-days",
+        "3",
+    ]))
+    .failed(2)
+    .says("--keep-days");
+}
+
+#[test]
+fn the_safety_backup_is_written_with_the_backup_settings_it_is_given() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+
+    let r = run(restore_cmd(&db, dir.path())
+        .env("BACKUP_COMPRESSION", "zstd")
+        .args(["latest", "--jobs", "1"]))
+    .ok();
+
+    let safety: Vec<String> = archives(dir.path())
+        .into_iter()
+        .filter(|a| a.ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(
+        safety.len(),
+        1,
+        "one zstd safety backup: {:?}",
+        archives(dir.path())
+    );
+    r.says(&format!("safety backup: {}", safety[0]));
+}

@@ -1,0 +1,121 @@
+//! The command line: arguments (`args`, clap only), their conversion into typed configuration
+//! (`config`), what is printed (`render`), and the exit code. It is the only module that knows clap;
+//! the operations below it take typed configuration and return reports.
+
+pub mod args;
+pub mod config;
+pub mod render;
+
+use tracing::{error, info, warn};
+
+pub use crate::units::{parse_duration, parse_size};
+pub use args::{Cli, Command};
+
+use crate::commands::{backup, drill, list, prune, restore, verify};
+use crate::error::{Error, Result};
+use crate::kube::Cluster;
+use crate::store::{StoreSet, Which};
+use args::OutputFormat;
+
+/// Runs the parsed command line and returns the process exit code (0 success, 1 failure, 2 usage or
+/// configuration). Errors are one log line with what to check.
+pub fn run(cli: Cli) -> i32 {
+    crate::memory::bound_allocator();
+    crate::tls::install_crypto_provider();
+    crate::telemetry::init(cli.global.log_format.into());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => 0,
+        Err(e @ Error::SkippedForRestore { .. }) => {
+            warn!("{e}");
+            e.exit_code()
+        }
+        Err(e) => {
+            error!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let global = cli.global;
+    let cluster = Cluster::default();
+    match cli.command {
+        Command::Backup(args) => {
+            let cfg = config::backup_config(&global, &args)?;
+            let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
+            let notifier = config::notifier(&args);
+            let summary =
+                backup::run_and_notify(&cfg, &stores, &cluster, notifier.as_ref()).await?;
+            print!("{}", render::backup(&summary));
+            for r in summary
+                .retention
+                .iter()
+                .filter(|r| !r.deleted.is_empty() || !r.stale_partials.is_empty())
+            {
+                info!(deleted = ?r.deleted, stale_partials = ?r.stale_partials, "retention removed old backups");
+            }
+            Ok(())
+        }
+        Command::List(args) => {
+            let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
+            let backups = list::run(&stores).await?;
+            print!(
+                "{}",
+                match args.output {
+                    OutputFormat::Table => render::list_table(&backups),
+                    OutputFormat::Json => list::render_json(&backups) + "\n",
+                }
+            );
+            Ok(())
+        }
+        Command::Verify(args) => {
+            let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
+            let report =
+                verify::run(&stores, &Which::from_arg(&args.name), args.identity_file).await?;
+            print!("{}", render::verify(&report));
+            Ok(())
+        }
+        Command::Prune(args) => {
+            let cfg = config::prune_config(&args)?;
+            let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
+            let reports = prune::run(&cfg, &stores).await?;
+            print!("{}", render::prune(&reports));
+            Ok(())
+        }
+        Command::Restore(args) => {
+            let cfg = config::restore_config(&global, &args)?;
+            let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
+            let summary = restore::run(&cfg, &stores, &cluster).await?;
+            print!("{}", render::restore(&summary));
+            Ok(())
+        }
+        Command::Drill(args) => {
+            let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
+            let cfg = config::drill_config(&args)?;
+            let report = drill::run(&cfg, &stores).await?;
+            print!("{}", render::drill(&report));
+            if report.passed {
+                Ok(())
+            } else {
+                Err(Error::Restore {
+                    step: "drill".into(),
+                    problem: format!("{} problems", report.problems.len()),
+                    hint: "the lines above".into(),
+                })
+            }
+        }
+        Command::Serve(args) => {
+            crate::webhook::serve(config::webhook_config(&global, &args)?, cluster).await
+        }
+    }
+}

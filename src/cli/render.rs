@@ -1,0 +1,133 @@
+//! What the commands print on stdout: one function per report. Logs go to stderr (see `telemetry`).
+
+use crate::commands::backup::BackupSummary;
+use crate::commands::drill::DrillReport;
+use crate::commands::prune::PruneReport;
+use crate::commands::restore::RestoreSummary;
+use crate::commands::verify::VerifyReport;
+use crate::store::StoredBackup;
+use crate::units::human_size;
+
+pub fn list_table(backups: &[StoredBackup]) -> String {
+    let mut out = format!(
+        "{:<44} {:<20} {:>10} {:<11} {:<9} {}\n",
+        "NAME", "CREATED (UTC)", "SIZE", "COMPRESSION", "ENCRYPTED", "LOCATION"
+    );
+    for b in backups {
+        out.push_str(&format!(
+            "{:<44} {:<20} {:>10} {:<11} {:<9} {}\n",
+            b.name,
+            b.created.strftime("%Y-%m-%d %H:%M:%S"),
+            human_size(b.size),
+            b.compression.as_str(),
+            if b.encrypted { "yes" } else { "no" },
+            b.location
+        ));
+    }
+    if backups.is_empty() {
+        out.push_str("(no complete backups)\n");
+    }
+    out
+}
+
+pub fn backup(s: &BackupSummary) -> String {
+    format!("{} ({})\n", s.one_line(), s.locations.join(", "))
+}
+
+pub fn verify(r: &VerifyReport) -> String {
+    let at = &r.location;
+    if r.contents_checked {
+        format!(
+            "OK {} ({at}): archive checksum and all {} entries verified\n",
+            r.name, r.entries
+        )
+    } else {
+        format!(
+            "OK {} ({at}): archive checksum verified; contents not checked (encrypted: pass --identity-file or set AGE_IDENTITY_FILE)\n",
+            r.name
+        )
+    }
+}
+
+pub fn prune(reports: &[(String, PruneReport)]) -> String {
+    reports
+        .iter()
+        .map(|(location, r)| format!("# {location}\n{}", r.render()))
+        .collect()
+}
+
+pub fn drill(r: &DrillReport) -> String {
+    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    let mut out = format!(
+        "drill {verdict} {}: verify {:.1}s, restore+checks {:.1}s, total {:.1}s (scratch database {} dropped)\n",
+        r.archive,
+        r.verify.as_secs_f64(),
+        r.restore.as_secs_f64(),
+        r.total.as_secs_f64(),
+        r.scratch
+    );
+    for p in &r.problems {
+        out.push_str(&format!("  - {p}\n"));
+    }
+    out
+}
+
+pub fn restore(s: &RestoreSummary) -> String {
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    if s.dry_run {
+        line("DRY RUN: nothing changed".into());
+    }
+    line(format!(
+        "archive {} ({}): checksums OK, {} tables / {} rows",
+        s.archive, s.location, s.tables, s.rows
+    ));
+    if s.dry_run {
+        line(format!(
+            "database {}: mode {}, dump {} MiB, {}",
+            s.database,
+            s.mode.map_or("clean", |m| m.as_str()),
+            s.dump_bytes.div_ceil(1 << 20),
+            if s.jobs > 1 {
+                format!(
+                    "pg_restore -j{} from the dump written to the backup volume",
+                    s.jobs
+                )
+            } else {
+                "the dump streamed into pg_restore".to_owned()
+            }
+        ));
+        for t in &s.table_counts {
+            line(format!("  table {}.{}: {} rows", t.schema, t.table, t.rows));
+        }
+    }
+    for o in &s.objects {
+        line(format!("  {} {}: {:?}", o.kind, o.name, o.action));
+    }
+    for d in &s.restarted {
+        line(format!("  restart {d}"));
+    }
+    if !s.dry_run {
+        if let Some(n) = &s.safety_backup {
+            line(format!(
+                "safety backup: {n} (to undo: eternia-backup restore {n})"
+            ));
+        }
+        line(format!(
+            "row counts match the manifest: {} tables by PostgreSQL's insert counters, {} counted",
+            s.row_check.by_counters, s.row_check.counted
+        ));
+        if let Some(p) = &s.previous_database {
+            line(format!("previous database kept as {p}"));
+        }
+        line(format!(
+            "restore of {} complete in {:.1}s",
+            s.archive,
+            s.duration.as_secs_f64()
+        ));
+    }
+    out
+}

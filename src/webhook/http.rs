@@ -1,0 +1,173 @@
+//! The HTTP surface: the routes, the middleware (rate limit, request metrics), health, readiness,
+//! metrics and the OpenAPI document, and what every handler shares: the caller's address, the `audit`
+//! log line, token authentication. The restore API is in `api`, the Slack commands in `slack_routes`.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::Webhook;
+use super::api::{create_restore, list_backups, restore_status};
+use super::error::ApiError;
+use super::jobs::RestoreJobs;
+use super::jwt::{Caller, Refusal};
+use super::slack_routes::{slack_command, slack_interaction};
+
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+pub fn app(
+    data: Data<Webhook>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = data.body_limit;
+    actix_web::App::new()
+        .app_data(data)
+        .app_data(web::PayloadConfig::new(limit))
+        .wrap(from_fn(guard))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi))
+        .route("/v1/restores", web::post().to(create_restore))
+        .route("/v1/restores/{id}", web::get().to(restore_status))
+        .route("/v1/backups", web::get().to(list_backups))
+        .route("/slack/commands", web::post().to(slack_command))
+        .route("/slack/interactions", web::post().to(slack_interaction))
+}
+
+/// The caller's address: the peer, or the first X-Forwarded-For hop when configured to trust it.
+fn source(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for
+        && let Some(ip) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// Rate limit on the API and Slack routes, then the request counter by route pattern and status.
+async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req
+        .app_data::<Data<Webhook>>()
+        .cloned()
+        .expect("webhook state");
+    let path = req.path();
+    let limited = path.starts_with("/v1/") || path.starts_with("/slack/");
+    if limited && state.rate.enabled() {
+        let ip = source(req.request(), state.trust_forwarded_for);
+        if let Some(ip) = ip
+            && !state.rate.allow(ip, Instant::now())
+        {
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+            state.metrics.request(&route, 429);
+            state.metrics.auth_failure("rate_limited");
+            return Ok(req
+                .into_response(ApiError::RateLimited.error_response())
+                .map_into_boxed_body());
+        }
+    }
+    let res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    state.metrics.request(&route, res.status().as_u16());
+    Ok(res.map_into_boxed_body())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: Data<Webhook>) -> Result<HttpResponse, ApiError> {
+    let jobs = state
+        .jobs
+        .as_ref()
+        .map_err(|e| ApiError::Unavailable(e.clone()))?;
+    jobs.ready().await?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}
+
+async fn metrics(state: Data<Webhook>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+pub(super) fn audit(req: &HttpRequest, state: &Webhook, who: &str, what: &str, result: &str) {
+    let from = source(req, state.trust_forwarded_for)
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    info!(target: "audit", who, from = %from, route = req.path(), what, result, "restore request");
+}
+
+/// Verifies the bearer token; a refusal is counted, audited and answered with 401.
+pub(super) async fn authenticate(
+    req: &HttpRequest,
+    state: &Webhook,
+    what: &str,
+) -> Result<Caller, ApiError> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    state
+        .verifier
+        .verify(header)
+        .await
+        .map_err(|r| refuse_token(req, state, what, r))
+}
+
+pub(super) fn refuse_token(req: &HttpRequest, state: &Webhook, what: &str, r: Refusal) -> ApiError {
+    state.metrics.auth_failure(r.reason());
+    warn!(reason = r.reason(), path = req.path(), "token refused");
+    audit(
+        req,
+        state,
+        "unauthenticated",
+        what,
+        &format!("refused: {}", r.reason()),
+    );
+    match r {
+        // The token is genuine; its holder is just not allowed to do this.
+        Refusal::SubjectNotAllowed | Refusal::ClaimNotAllowed => {
+            ApiError::Forbidden(r.message().to_owned())
+        }
+        _ => ApiError::Unauthorized(r.message()),
+    }
+}
+
+pub(super) fn jobs(state: &Webhook) -> Result<&RestoreJobs, ApiError> {
+    state
+        .jobs
+        .as_ref()
+        .map_err(|e| ApiError::Unavailable(format!("restores cannot be started here: {e}")))
+}

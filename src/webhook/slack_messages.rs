@@ -1,0 +1,64 @@
+//! The texts and Block Kit payloads the Slack command answers with.
+
+use actix_web::HttpResponse;
+use serde_json::json;
+
+use super::jobs::{RestoreStatus, State};
+
+pub(super) fn progress_text(s: &RestoreStatus) -> String {
+    let what = if s.dry_run { "Dry run" } else { "Restore" };
+    match s.status {
+        State::Pending => format!(
+            ":hourglass: {what} `{}` of `{}` is waiting to start",
+            s.id, s.backup
+        ),
+        State::Running => format!(
+            ":arrows_counterclockwise: {what} `{}` of `{}` is running",
+            s.id, s.backup
+        ),
+        State::Succeeded => format!(
+            ":white_check_mark: {what} `{}` of `{}` succeeded",
+            s.id, s.backup
+        ),
+        State::Failed => {
+            let mut t = format!(
+                ":x: {what} `{}` of `{}` FAILED: {}",
+                s.id,
+                s.backup,
+                s.message.as_deref().unwrap_or("see the Job's log")
+            );
+            if !s.log_tail.is_empty() {
+                t.push_str(&format!("\n```{}```", s.log_tail.join("\n")));
+            }
+            t
+        }
+    }
+}
+
+pub(super) fn confirm_blocks(
+    value: &str,
+    backup: &str,
+    user: &str,
+    minutes: u64,
+) -> serde_json::Value {
+    let text = format!(
+        ":warning: <@{user}>, restore `{backup}`? This replaces the live database and the app's ConfigMaps/Secrets (a safety backup is taken first). Confirm within {minutes} min."
+    );
+    json!({
+        "response_type": "ephemeral",
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "actions", "elements": [
+                {"type": "button", "action_id": "confirm_restore", "style": "danger",
+                 "text": {"type": "plain_text", "text": "Restore now"}, "value": value},
+                {"type": "button", "action_id": "cancel_restore",
+                 "text": {"type": "plain_text", "text": "Cancel"}, "value": "cancel"}
+            ]}
+        ]
+    })
+}
+
+pub(super) fn ephemeral(text: impl Into<String>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"response_type": "ephemeral", "text": text.into()}))
+}
