@@ -30,3 +30,71 @@ fn stderr_tail(mut r: impl std::io::Read, keep: usize) -> String {
     }
     String::from_utf8_lossy(&tail).into_owned()
 }
+
+/// A PostgreSQL client message line with any row contents taken out, for errors, logs and Slack.
+/// `DETAIL` lines (`Key (id)=(42) already exists`, a failing row) and the values `CONTEXT` quotes for a
+/// `COPY` line are withheld; the step, the object and the line number stay. `None`: drop the line (a
+/// `COPY` data line echoed back).
+pub fn without_row_data(line: &str) -> Option<String> {
+    let body = line.trim_start();
+    let after = |tag: &str| body.find(tag).map(|i| i + tag.len());
+    if let Some(i) = after("DETAIL:") {
+        return Some(format!(
+            "{}DETAIL: (row values withheld)",
+            &body[..i - "DETAIL:".len()]
+        ));
+    }
+    if let Some(i) = after("CONTEXT:") {
+        // `COPY customers, line 3, column name: "the value"` keeps everything before the quoted value.
+        let context = &body[i..];
+        let kept = match context.find(": \"").or_else(|| context.find('"')) {
+            Some(q) => format!("{}: (value withheld)", &context[..q]),
+            None => context.to_owned(),
+        };
+        return Some(format!("{}{kept}", &body[..i]));
+    }
+    if let Some(i) = after("Command was:") {
+        let command = body[i..].trim_start();
+        let verb = command.split_whitespace().next().unwrap_or_default();
+        if verb.eq_ignore_ascii_case("INSERT") {
+            return Some(format!("{} INSERT (values withheld)", &body[..i]));
+        }
+        return Some(line.to_owned());
+    }
+    if body.contains('\t') {
+        return None;
+    }
+    Some(line.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_row_data;
+
+    #[test]
+    fn row_values_in_postgres_messages_are_withheld_and_the_object_stays() {
+        assert_eq!(
+            without_row_data("DETAIL:  Key (email)=(alice@example.com) already exists.").unwrap(),
+            "DETAIL: (row values withheld)"
+        );
+        let c = without_row_data(
+            r#"CONTEXT:  COPY customers, line 3, column email: "alice@example.com""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            "CONTEXT:  COPY customers, line 3, column email: (value withheld)"
+        );
+        assert_eq!(
+            without_row_data("CONTEXT:  COPY customers, line 3").unwrap(),
+            "CONTEXT:  COPY customers, line 3"
+        );
+        assert_eq!(
+            without_row_data("Command was: INSERT INTO public.t VALUES (1, 'secret');").unwrap(),
+            "Command was: INSERT (values withheld)"
+        );
+        assert_eq!(without_row_data("42\tsecret row\t2026-01-01"), None);
+        let keep = "pg_restore: error: could not execute query: ERROR:  duplicate key value violates unique constraint \"customers_pkey\"";
+        assert_eq!(without_row_data(keep).unwrap(), keep);
+    }
+}

@@ -136,10 +136,17 @@ fn finish(Running(mut child, tail): Running) -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    let last: Vec<&str> = stderr.lines().rev().take(5).collect();
+    // The last lines say what failed; row contents (DETAIL, the values CONTEXT quotes) never leave.
+    let mut last: Vec<String> = stderr
+        .lines()
+        .filter_map(super::without_row_data)
+        .rev()
+        .take(5)
+        .collect();
+    last.reverse();
     Err(Error::Restore {
         step: "pg_restore".into(),
-        problem: format!("{status}: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+        problem: format!("{status}: {}", last.join(" | ")),
         hint: "the database server logs; the restoring user needs to own (or be superuser over) the restored objects"
             .into(),
     })

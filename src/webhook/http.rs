@@ -37,16 +37,26 @@ pub fn app(
     actix_web::App::new()
         .app_data(data)
         .app_data(web::PayloadConfig::new(limit))
-        .wrap(from_fn(guard))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(openapi))
-        .route("/v1/restores", web::post().to(create_restore))
-        .route("/v1/restores/{id}", web::get().to(restore_status))
-        .route("/v1/backups", web::get().to(list_backups))
-        .route("/slack/commands", web::post().to(slack_command))
-        .route("/slack/interactions", web::post().to(slack_interaction))
+        .wrap(from_fn(count_requests))
+        .service(web::resource("/healthz").get(healthz))
+        .service(web::resource("/readyz").get(readyz))
+        .service(web::resource("/metrics").get(metrics))
+        .service(web::resource("/openapi.json").get(openapi))
+        // The rate limit wraps the routes themselves: whatever spelling of the path the router matched
+        // (`/%761/restores` is `/v1/restores`), the limit applies.
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(rate_limit))
+                .service(web::resource("/restores").post(create_restore))
+                .service(web::resource("/restores/{id}").get(restore_status))
+                .service(web::resource("/backups").get(list_backups)),
+        )
+        .service(
+            web::scope("/slack")
+                .wrap(from_fn(rate_limit))
+                .service(web::resource("/commands").post(slack_command))
+                .service(web::resource("/interactions").post(slack_interaction)),
+        )
 }
 
 /// The caller's address: the peer, or the first X-Forwarded-For hop when configured to trust it.
@@ -64,8 +74,8 @@ fn source(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
-/// Rate limit on the API and Slack routes, then the request counter by route pattern and status.
-async fn guard(
+/// Per-source rate limit on the routes it wraps (the restore API and Slack).
+async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -73,28 +83,34 @@ async fn guard(
         .app_data::<Data<Webhook>>()
         .cloned()
         .expect("webhook state");
-    let path = req.path();
-    let limited = path.starts_with("/v1/") || path.starts_with("/slack/");
-    if limited && state.rate.enabled() {
-        let ip = source(req.request(), state.trust_forwarded_for);
-        if let Some(ip) = ip
-            && !state.rate.allow(ip, Instant::now())
-        {
-            let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-            state.metrics.request(&route, 429);
-            state.metrics.auth_failure("rate_limited");
-            return Ok(req
-                .into_response(ApiError::RateLimited.error_response())
-                .map_into_boxed_body());
-        }
+    if state.rate.enabled()
+        && let Some(ip) = source(req.request(), state.trust_forwarded_for)
+        && !state.rate.allow(ip, Instant::now())
+    {
+        state.metrics.auth_failure("rate_limited");
+        return Ok(req
+            .into_response(ApiError::RateLimited.error_response())
+            .map_into_boxed_body());
     }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// The request counter, by matched route pattern and status.
+async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req
+        .app_data::<Data<Webhook>>()
+        .cloned()
+        .expect("webhook state");
     let res = next.call(req).await?;
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
     state.metrics.request(&route, res.status().as_u16());
-    Ok(res.map_into_boxed_body())
+    Ok(res)
 }
 
 async fn healthz() -> HttpResponse {

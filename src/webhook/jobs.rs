@@ -473,7 +473,11 @@ impl RestoreJobs {
             .logs(pod.metadata.name.as_deref().unwrap_or_default(), &params)
             .await
         {
-            Ok(text) => text.lines().map(str::to_owned).collect(),
+            // Posted to Slack and returned as `logTail`: never with row contents.
+            Ok(text) => text
+                .lines()
+                .filter_map(crate::postgres::without_row_data)
+                .collect(),
             Err(_) => Vec::new(),
         }
     }

@@ -290,6 +290,11 @@ pub(super) async fn slack_interaction(
                 c.user
             ),
         )),
+        Some(c) if c.channel != channel => Err((
+            "slack_confirm_other_channel",
+            ":no_entry: This restore can only be confirmed in the channel it was asked in."
+                .to_owned(),
+        )),
         Some(_) if slack_allowed(slack, &i.user.id, channel).is_err() => Err((
             "slack_user_not_allowed",
             ":no_entry: You are not allowed to use eternia-backup.".to_owned(),

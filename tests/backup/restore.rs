@@ -472,3 +472,34 @@ fn the_safety_backup_is_written_with_the_backup_settings_it_is_given() {
     );
     r.says(&format!("safety backup: {}", safety[0]));
 }
+
+/// A stand-in pg_restore printing what the real one prints for a conflicting row (a real server cannot be
+/// made to conflict inside a restore that first empties the database): the row's values never reach the
+/// error, while the constraint, the table and the line do.
+#[test]
+fn a_failing_pg_restore_names_the_constraint_and_table_but_never_the_rows_values() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let tools = tempdir();
+    let fake = fake_pg_dump(
+        tools.path(),
+        r#"head -c 100 >/dev/null
+echo 'pg_restore: error: could not execute query: ERROR:  duplicate key value violates unique constraint "customers_email_key"' >&2
+echo 'DETAIL:  Key (email)=(alice.secret@example.com) already exists.' >&2
+echo 'CONTEXT:  COPY customers, line 7, column email: "alice.secret@example.com"' >&2
+printf '7\talice.secret@example.com\tAlice\n' >&2
+exit 1"#,
+    );
+    let r = run(restore_cmd(&db, dir.path())
+        .args(["latest", "--no-safety-backup"])
+        .env("PG_RESTORE_BIN", &fake))
+    .failed(1);
+    r.says("customers_email_key");
+    r.says("COPY customers, line 7, column email");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        !all.contains("alice.secret"),
+        "row data in the output:\n{all}"
+    );
+}

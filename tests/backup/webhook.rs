@@ -191,10 +191,12 @@ fn hs256(claims: &Value) -> String {
 
 impl TestApp {
     async fn post_restore(&self, token: Option<&str>, body: Value) -> reqwest::Response {
-        let mut r = self
-            .http
-            .post(format!("{}/v1/restores", self.base))
-            .json(&body);
+        self.post_json("/v1/restores", token, body).await
+    }
+
+    /// `POST path` with a JSON body, the path sent exactly as written (percent-encoding kept).
+    async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -889,6 +891,48 @@ async fn a_source_over_the_rate_limit_gets_429_and_health_checks_are_never_limit
     );
 }
 
+#[tokio::test]
+async fn a_percent_encoded_path_is_rate_limited_as_the_route_it_reaches() {
+    let app = spawn_app(Options {
+        rate_limit_per_minute: 60,
+        rate_burst: 5,
+        ..Options::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for path in [
+        "/v1/restores",
+        "/%761/restores",
+        "/v1/%72estores",
+        "/v1//restores",
+    ] {
+        for _ in 0..2 {
+            statuses.push(
+                app.post_json(path, Some("bad-token"), json!({"backup": "latest"}))
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+    }
+    // Every spelling reached the same route (401), and together they spent one source's burst.
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert!(
+        statuses[5..].iter().all(|s| *s == 429 || *s == 404),
+        "{statuses:?}"
+    );
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_have_is_answered_405_not_404() {
+    let app = spawn_app(Options::default()).await;
+    assert_eq!(app.get("/v1/restores", None).await.status(), 405);
+    let r = app.post_json("/v1/backups", None, json!({})).await;
+    assert_eq!(r.status(), 405);
+    assert_eq!(app.get("/v1/nothing-here", None).await.status(), 404);
+}
+
 // ---------- Slack ----------
 
 fn command_form(user: &str, text: &str, response_url: &str, trigger: &str) -> String {
@@ -907,10 +951,14 @@ fn command_form(user: &str, text: &str, response_url: &str, trigger: &str) -> St
 }
 
 fn click_form(user: &str, value: &str, response_url: &str) -> String {
+    click_form_in("C_OPS", user, value, response_url)
+}
+
+fn click_form_in(channel: &str, user: &str, value: &str, response_url: &str) -> String {
     let payload = json!({
         "type": "block_actions",
         "user": {"id": user},
-        "channel": {"id": "C_OPS"},
+        "channel": {"id": channel},
         "trigger_id": format!("click-{user}"),
         "response_url": response_url,
         "actions": [{"action_id": "confirm_restore", "value": value}]
@@ -970,6 +1018,39 @@ fn confirm_value(reply: &Value) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+#[tokio::test]
+async fn a_confirmation_asked_in_one_channel_cannot_be_clicked_in_another() {
+    let app = spawn_app(Options::default()).await;
+    let (url, _posted) = response_url_sink().await;
+    let r = app
+        .command("U_ALICE", "restore latest", &url, "trig-chan")
+        .await;
+    let value = confirm_value(&r.json().await.unwrap());
+
+    let r = app
+        .slack(
+            "/slack/interactions",
+            &click_form_in("C_ELSEWHERE", "U_ALICE", &value, &url),
+            now(),
+            None,
+        )
+        .await;
+    let reply: Value = r.json().await.unwrap();
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("channel it was asked in"),
+        "{reply}"
+    );
+    assert!(app.jobs().await.is_empty());
+    assert!(
+        app.metrics()
+            .await
+            .contains("reason=\"slack_confirm_other_channel\"} 1")
+    );
 }
 
 #[tokio::test]
@@ -1273,6 +1354,30 @@ fn serve_refuses_to_start_with_a_short_hs256_secret_or_a_jwks_without_a_subject_
     );
     assert_eq!(jwks.code, 2, "{jwks:?}");
     assert!(jwks.stderr.contains("WEBHOOK_ALLOWED_SUBJECTS"), "{jwks:?}");
+    for open in ["*", "repo:*", "repo:eternia*"] {
+        let any = crate::helpers::run(
+            crate::helpers::bin()
+                .arg("serve")
+                .env(
+                    "WEBHOOK_JWKS_URL",
+                    "https://token.actions.githubusercontent.com/.well-known/jwks",
+                )
+                .env("WEBHOOK_JWT_AUDIENCE", "eternia-backup")
+                .env(
+                    "WEBHOOK_JWT_ISSUER",
+                    "https://token.actions.githubusercontent.com",
+                )
+                .env(
+                    "WEBHOOK_ALLOWED_SUBJECTS",
+                    format!("repo:eternia/app:ref:refs/heads/main,{open}"),
+                ),
+        );
+        assert_eq!(any.code, 2, "{open}: {any:?}");
+        assert!(
+            any.stderr.contains("matches every subject"),
+            "{open}: {any:?}"
+        );
+    }
 }
 
 #[tokio::test]

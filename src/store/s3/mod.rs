@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, instrument};
@@ -40,6 +41,18 @@ struct Inner {
 }
 
 impl S3Store {
+    /// `GetObject` of `key`; `op` names the step in an error.
+    async fn get(&self, op: &str, key: &str) -> Result<GetObjectOutput> {
+        self.inner
+            .client
+            .get_object()
+            .bucket(&self.inner.s.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error(op, key, e))
+    }
+
     fn key(&self, file: &str) -> String {
         format!("{}{file}", self.inner.s.prefix)
     }
@@ -57,15 +70,7 @@ impl BackupStore for S3Store {
 
     async fn sidecar(&self, name: &str) -> Result<Sidecar> {
         let key = self.key(&format!("{name}{SIDECAR_SUFFIX}"));
-        let out = self
-            .inner
-            .client
-            .get_object()
-            .bucket(&self.inner.s.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| self.error("get sidecar", &key, e))?;
+        let out = self.get("get sidecar", &key).await?;
         let bytes = out.body.collect().await.map_err(|e| Error::S3 {
             op: "read sidecar".into(),
             location: key.clone(),
@@ -79,15 +84,7 @@ impl BackupStore for S3Store {
     #[instrument(skip(self))]
     async fn open(&self, name: &str) -> Result<Box<dyn Read + Send>> {
         let key = self.key(name);
-        let out = self
-            .inner
-            .client
-            .get_object()
-            .bucket(&self.inner.s.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| self.error("download", &key, e))?;
+        let out = self.get("download", &key).await?;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let mut body = out.body;
         tokio::spawn(async move {

@@ -196,6 +196,16 @@ impl Verifier {
                  with public keys (e.g. GitHub Actions OIDC) anyone could mint a token, so all three are required"
                 .into());
         }
+        if jwks.is_some()
+            && let Some(open) = policy.subjects.iter().find(|p| p.matches_any_owner())
+        {
+            return Err(format!(
+                "WEBHOOK_ALLOWED_SUBJECTS has {:?}, which matches every subject a public OIDC issuer signs (any \
+                 repository can get a token for any audience): name the repository, e.g. \
+                 repo:my-org/my-app:environment:production",
+                open.as_str()
+            ));
+        }
         let hs256 = match hs256_secret {
             Some(s) if s.expose_secret().len() < 32 => {
                 return Err("WEBHOOK_JWT_HS256_SECRET is shorter than 32 bytes; generate one with `openssl rand -hex 32`".into());
@@ -394,6 +404,50 @@ pub fn parse_jwks(doc: &[u8]) -> Result<HashMap<String, (Algorithm, DecodingKey)
     Ok(out)
 }
 
+/// The largest JWKS document read (GitHub's is about 2 KiB; a few dozen keys fit easily).
+const MAX_JWKS_BYTES: usize = 256 << 10;
+
+async fn read_file_bounded(p: &std::path::Path) -> Result<Vec<u8>, String> {
+    let too_big = || {
+        format!(
+            "{} is larger than {} KiB",
+            p.display(),
+            MAX_JWKS_BYTES >> 10
+        )
+    };
+    let meta = tokio::fs::metadata(p)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    if meta.len() > MAX_JWKS_BYTES as u64 {
+        return Err(too_big());
+    }
+    let doc = tokio::fs::read(p)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    if doc.len() > MAX_JWKS_BYTES {
+        return Err(too_big());
+    }
+    Ok(doc)
+}
+
+/// The response body, refused as soon as it passes the limit (never buffered whole first).
+async fn read_body_bounded(mut r: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the response is larger than {} KiB", MAX_JWKS_BYTES >> 10);
+    if r.content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut doc = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+        if doc.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_big());
+        }
+        doc.extend_from_slice(&chunk);
+    }
+    Ok(doc)
+}
+
 impl Jwks {
     fn has(&self, kid: &str) -> bool {
         self.keys.read().expect("jwks lock").contains_key(kid)
@@ -408,20 +462,18 @@ impl Jwks {
         }
         *last = Some(Instant::now());
         let doc = match &self.source {
-            JwksSource::File(p) => tokio::fs::read(p)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+            JwksSource::File(p) => read_file_bounded(p).await,
             JwksSource::Url(u) => match self.http.get(u.clone()).send().await {
-                Ok(r) if r.status().is_success() => r
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| e.to_string()),
+                Ok(r) if r.status().is_success() => read_body_bounded(r).await,
                 Ok(r) => Err(format!("HTTP {}", r.status())),
                 Err(e) => Err(format!("unreachable ({e})")),
             },
         };
         match doc.and_then(|d| parse_jwks(&d)) {
+            // A key set that suddenly has no usable key is a broken source, not a rotation: keep the keys.
+            Ok(keys) if keys.is_empty() && !self.keys.read().expect("jwks lock").is_empty() => {
+                warn!(source = %self.source, "the JWKS has no usable key; keeping the keys loaded before")
+            }
             Ok(keys) => {
                 info!(source = %self.source, keys = keys.len(), "JWKS loaded");
                 *self.keys.write().expect("jwks lock") = keys
@@ -433,5 +485,57 @@ impl Jwks {
                 warn!(source = %self.source, error = %e, "cannot load the JWKS; keeping the keys loaded before")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EC_KEY: &str = r#"{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256",
+        "x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}"#;
+
+    fn jwks_file(dir: &std::path::Path) -> (std::path::PathBuf, Jwks) {
+        let path = dir.join("jwks.json");
+        let jwks = Jwks {
+            source: JwksSource::File(path.clone()),
+            keys: RwLock::new(HashMap::new()),
+            last_load: tokio::sync::Mutex::new(None),
+            min_refresh: Duration::ZERO,
+            http: reqwest::Client::new(),
+        };
+        (path, jwks)
+    }
+
+    #[tokio::test]
+    async fn a_key_set_that_comes_back_empty_keeps_the_working_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, jwks) = jwks_file(dir.path());
+        std::fs::write(&path, format!(r#"{{"keys": [{EC_KEY}]}}"#)).unwrap();
+        jwks.refresh(true).await;
+        assert!(jwks.has("k1"));
+
+        std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+        jwks.refresh(true).await;
+        assert!(jwks.has("k1"), "an empty set replaced the working keys");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_key_set_is_refused_and_the_working_keys_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, jwks) = jwks_file(dir.path());
+        std::fs::write(&path, format!(r#"{{"keys": [{EC_KEY}]}}"#)).unwrap();
+        jwks.refresh(true).await;
+
+        let padding = " ".repeat(MAX_JWKS_BYTES);
+        std::fs::write(&path, format!(r#"{{"keys": [{EC_KEY}]}}{padding}"#)).unwrap();
+        assert!(
+            read_file_bounded(&path)
+                .await
+                .unwrap_err()
+                .contains("larger than")
+        );
+        jwks.refresh(true).await;
+        assert!(jwks.has("k1"));
     }
 }

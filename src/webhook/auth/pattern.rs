@@ -18,6 +18,23 @@ impl Pattern {
             .collect()
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the pattern does not pin an owner: nothing literal before its first `*`, or a GitHub
+    /// subject whose owner is not spelled out whole (`*`, `repo:*`, `repo:my-org*`, which also matches
+    /// `repo:my-org-evil/...`). With a public OIDC issuer such a pattern admits tokens other
+    /// repositories can get.
+    pub fn matches_any_owner(&self) -> bool {
+        let Some(star) = self.0.find('*') else {
+            return false;
+        };
+        let literal = &self.0[..star];
+        literal.is_empty()
+            || (literal.to_ascii_lowercase().starts_with("repo:") && !literal.contains('/'))
+    }
+
     pub fn matches(&self, text: &str) -> bool {
         let mut parts = self.0.split('*');
         let first = parts.next().unwrap_or_default();
@@ -41,6 +58,27 @@ impl Pattern {
 #[cfg(test)]
 mod tests {
     use super::Pattern;
+
+    #[test]
+    fn a_pattern_that_does_not_name_the_owner_whole_is_open_to_any_repository() {
+        for open in [
+            "*",
+            "*:environment:production",
+            "repo:*",
+            "repo:eternia*",
+            "REPO:*/app:*",
+        ] {
+            assert!(Pattern::new(open).matches_any_owner(), "{open}");
+        }
+        for pinned in [
+            "repo:eternia/app:environment:production",
+            "repo:eternia/*",
+            "repo:eternia/app:*",
+            "system:serviceaccount:ci:*",
+        ] {
+            assert!(!Pattern::new(pinned).matches_any_owner(), "{pinned}");
+        }
+    }
 
     #[test]
     fn a_literal_pattern_matches_only_itself() {
