@@ -92,6 +92,14 @@ pub enum Error {
     )]
     LeaseHeld { lease: String, holder: String },
 
+    /// The restore's Lease was taken by another holder (or expired) while it ran: it stopped before the
+    /// next step that would change anything.
+    #[error(
+        "the restore lost its lease {lease} (now held by {holder}) and stopped before changing anything more; \
+         check the Kubernetes API server's availability and which restore holds the lease (kubectl get lease -n <namespace>)"
+    )]
+    LeaseLost { lease: String, holder: String },
+
     /// A scheduled backup found a restore running: not a failure (exit 0), so the CronJob does not alert.
     #[error(
         "backup skipped: a restore is in progress (lease {lease} held by {holder}); the next scheduled backup runs as usual"

@@ -294,6 +294,10 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
     } else {
         let mut cfg = archive_backup(global, &args.database, &args.kubernetes, &args.safety)?;
         cfg.target = target.clone();
+        // The undo must hold what the restore is about to overwrite: the target namespace's objects.
+        if let (Some(k), Some(ns)) = (cfg.kubernetes.as_mut(), target_namespace(args)) {
+            k.namespace = ns;
+        }
         Some(cfg)
     };
     for spec in &args.restart {
@@ -301,10 +305,7 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
     }
     let with_kubernetes = !args.kubernetes.no_kubernetes;
     let kubernetes = with_kubernetes.then(|| KubeRestore {
-        namespace: args
-            .target_namespace
-            .clone()
-            .unwrap_or_else(|| args.kubernetes.namespace.clone()),
+        namespace: target_namespace(args).unwrap_or_else(|| args.kubernetes.namespace.clone()),
         deployments: args
             .restart
             .iter()
@@ -326,6 +327,11 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
         lease: (with_kubernetes && !args.dry_run).then(|| lease_config(&args.lease)),
         kubernetes,
     })
+}
+
+/// `--target-namespace`, when given.
+fn target_namespace(args: &RestoreArgs) -> Option<String> {
+    non_empty(&args.target_namespace)
 }
 
 pub fn drill_config(args: &DrillArgs) -> Result<DrillConfig> {
@@ -420,4 +426,44 @@ pub fn webhook_config(global: &GlobalArgs, args: &ServeArgs) -> Result<WebhookCo
         workers: args.workers,
         metrics_refresh: args.metrics_refresh,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::restore_config;
+    use crate::cli::{Cli, Command};
+
+    fn restore(args: &[&str]) -> crate::commands::restore::RestoreConfig {
+        let mut argv = vec![
+            "eternia-backup",
+            "restore",
+            "--database-url",
+            "postgres://u@db/app",
+        ];
+        argv.extend_from_slice(args);
+        let cli = Cli::parse_from(argv);
+        let Command::Restore(r) = &cli.command else {
+            unreachable!("parsed a restore")
+        };
+        restore_config(&cli.global, r).unwrap()
+    }
+
+    #[test]
+    fn the_safety_backup_of_a_restore_into_another_namespace_exports_that_namespace() {
+        let cfg = restore(&["latest", "--namespace", "prod", "--target-namespace", "staging"]);
+        assert_eq!(cfg.kubernetes.as_ref().unwrap().namespace, "staging");
+        let safety = cfg.safety.as_ref().unwrap().kubernetes.as_ref().unwrap();
+        assert_eq!(safety.namespace, "staging", "the undo holds what the restore overwrites");
+    }
+
+    #[test]
+    fn the_safety_backup_goes_to_the_target_database_and_checks_no_lease_and_keeps_no_retention() {
+        let cfg = restore(&["latest", "--target-database", "app_copy"]);
+        let safety = cfg.safety.as_ref().unwrap();
+        assert_eq!(safety.target.dbname, "app_copy");
+        assert!(safety.lease.is_none() && safety.retention.is_none());
+        assert!(cfg.lease.is_some(), "the restore itself holds the Lease");
+    }
 }

@@ -16,7 +16,7 @@ use crate::commands::verify::{self, Visit};
 use crate::error::{Error, Result};
 use crate::kube::Cluster;
 use crate::kube::apply::{self, Applied};
-use crate::kube::lease::LeaseConfig;
+use crate::kube::lease::{LeaseConfig, LeaseGuard};
 use crate::postgres::PgTarget;
 use crate::postgres::dump_offsets::DumpWriter;
 use crate::postgres::restore::{self as pg, Counting, RestoreOptions, RowCheck};
@@ -219,7 +219,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let result = restore_locked(cfg, stores, cluster).await;
+    let result = restore_locked(cfg, stores, cluster, guard.as_ref()).await;
     if let Some(g) = guard {
         g.release().await;
     }
@@ -230,7 +230,15 @@ async fn restore_locked(
     cfg: &RestoreConfig,
     stores: &StoreSet,
     cluster: &Cluster,
+    lease: Option<&LeaseGuard>,
 ) -> Result<RestoreSummary> {
+    // Before each step that changes something: still ours? (Two restores must never both write.)
+    let still_held = || async {
+        match lease {
+            Some(l) => l.ensure_held().await,
+            None => Ok(()),
+        }
+    };
     let started = Instant::now();
     let (store, backup) = stores.resolve(&cfg.which).await?;
     let name = backup.name.clone();
@@ -277,6 +285,7 @@ async fn restore_locked(
         return Ok(summary);
     }
 
+    still_held().await?;
     if let Some(safety) = &cfg.safety {
         let s = backup::run(safety, stores, cluster)
             .await
@@ -306,18 +315,20 @@ async fn restore_locked(
         identity: &cfg.identity_file,
         dump_file,
     };
+    still_held().await?;
     match cfg.mode {
         Mode::Clean => {
             summary.row_check = restore_clean(&cfg.target, &load, &undo).await?;
         }
         Mode::Swap => {
-            let (check, previous) = restore_swap(&cfg.target, &load).await?;
+            let (check, previous) = restore_swap(&cfg.target, &load, lease).await?;
             summary.row_check = check;
             summary.previous_database = previous;
         }
     }
 
     if let Some((client, k)) = kube {
+        still_held().await.map_err(|e| with_undo(e, &undo))?;
         summary.objects = apply::apply_objects(
             client.clone(),
             &k.namespace,
@@ -415,7 +426,11 @@ async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result
 
 /// Swap mode: into a scratch database, checked, then renamed into place; the replaced database is kept
 /// (its name returned). The live database is not touched unless the scratch one is good.
-async fn restore_swap(target: &PgTarget, load: &Load<'_>) -> Result<(RowCheck, Option<String>)> {
+async fn restore_swap(
+    target: &PgTarget,
+    load: &Load<'_>,
+    lease: Option<&LeaseGuard>,
+) -> Result<(RowCheck, Option<String>)> {
     let db = &target.dbname;
     let mut conn = pg::maintenance(target).await?;
     let [scratch, previous] =
@@ -433,6 +448,14 @@ async fn restore_swap(target: &PgTarget, load: &Load<'_>) -> Result<(RowCheck, O
             });
         }
     };
+    // The rename is what changes the live database: only while the Lease is still ours.
+    if let Some(Err(e)) = match lease {
+        Some(l) => Some(l.ensure_held().await),
+        None => None,
+    } {
+        let _ = pg::drop_database(&mut conn, target, &scratch).await;
+        return Err(e);
+    }
     if !exists {
         pg::rename_database(&mut conn, target, &scratch, db).await?;
         return Ok((check, None));

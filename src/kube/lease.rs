@@ -184,6 +184,25 @@ async fn renew_loop(api: Api<Lease>, cfg: LeaseConfig, acquired: Timestamp) {
 }
 
 impl LeaseGuard {
+    /// Fails when the Lease is no longer this restore's: another holder took it (after an API outage
+    /// longer than the Lease, ours expired). A restore asks before each step that changes something and
+    /// stops there, so two restores never both change the database.
+    #[instrument(skip(self), fields(lease = %self.cfg.name))]
+    pub async fn ensure_held(&self) -> Result<()> {
+        let lease = self
+            .api
+            .get(&self.cfg.name)
+            .await
+            .map_err(|e| call_failed(format!("get lease {}", self.cfg.name), LEASE_TAKE, e))?;
+        match current_holder(&lease, Timestamp::now()) {
+            Some(h) if h == self.cfg.holder => Ok(()),
+            other => Err(Error::LeaseLost {
+                lease: format!("{}/{}", self.cfg.namespace, self.cfg.name),
+                holder: other.unwrap_or_else(|| "nobody (it expired)".into()),
+            }),
+        }
+    }
+
     /// Gives the lease up (holder cleared) so the next backup or restore can start at once.
     pub async fn release(self) {
         self.renew.abort();

@@ -4,7 +4,9 @@ authorizer decides every call; server-side apply, the Lease and the rollout agai
 
 from __future__ import annotations
 
+import json
 import tarfile
+from datetime import datetime, timezone
 
 import yaml
 
@@ -177,3 +179,31 @@ def test_the_backup_cronjob_set_to_every_minute_by_helm_upgrade_creates_a_job_on
     cron = cluster.get("cronjob", "database-backup", release.namespace)
     assert cron["status"].get("lastSuccessfulTime"), "the CronJob controller saw the Job succeed"
 
+
+
+def test_a_restore_whose_lease_is_taken_by_another_holder_stops_before_changing_anything_more(
+        cluster, workdir, database):
+    gate = PgRestoreGate(workdir, closed=True)
+    release = install(cluster, workdir, database, values={
+        "extraEnv": [{"name": "PG_RESTORE_BIN", "value": str(gate.wrapper)}]})
+    ns = release.app_namespace
+    cluster.apply(app_objects(ns))
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        backup_job(cluster, release, runner)
+        cluster.kubectl("patch", "configmap", "app-config", "-n", ns, "--type=merge", "-p",
+                        '{"data": {"mode": "broken"}}')
+        cluster.kubectl("create", "job", "--from=cronjob/database-restore", "restore-losing", "-n", release.namespace)
+        runner.wait_for_file(gate.reached, release.namespace, "restore-losing")
+        # What an API outage longer than the Lease allows: another restore takes the Lease meanwhile.
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cluster.kubectl("patch", "lease", "eternia-backup-restore", "-n", release.namespace, "--type=merge", "-p",
+                        json.dumps({"spec": {"holderIdentity": "other-restore", "renewTime": now}}))
+        gate.open()
+        ran = runner.wait_for_job(release.namespace, "restore-losing")
+
+    assert ran.code == 1, ran.log
+    assert "lost its lease" in ran.log and "other-restore" in ran.log, ran.log
+    assert cluster.get("configmap", "app-config", ns)["data"]["mode"] == "broken", \
+        "no object is applied once the Lease is gone"
+    lease = cluster.get("lease", "eternia-backup-restore", release.namespace)
+    assert lease["spec"]["holderIdentity"] == "other-restore", "the other holder's Lease is left alone"
