@@ -452,10 +452,19 @@ mod tests {
 
     #[test]
     fn the_safety_backup_of_a_restore_into_another_namespace_exports_that_namespace() {
-        let cfg = restore(&["latest", "--namespace", "prod", "--target-namespace", "staging"]);
+        let cfg = restore(&[
+            "latest",
+            "--namespace",
+            "prod",
+            "--target-namespace",
+            "staging",
+        ]);
         assert_eq!(cfg.kubernetes.as_ref().unwrap().namespace, "staging");
         let safety = cfg.safety.as_ref().unwrap().kubernetes.as_ref().unwrap();
-        assert_eq!(safety.namespace, "staging", "the undo holds what the restore overwrites");
+        assert_eq!(
+            safety.namespace, "staging",
+            "the undo holds what the restore overwrites"
+        );
     }
 
     #[test]

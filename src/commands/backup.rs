@@ -25,6 +25,7 @@ use crate::postgres::PgTarget;
 use crate::postgres::dump::{DumpOptions, dump_into};
 use crate::postgres::snapshot::Snapshot;
 use crate::retention::Policy;
+use crate::store::set::Destinations;
 use crate::store::{ArchiveSink, StoreSet};
 use crate::units::human_size;
 
@@ -118,7 +119,7 @@ pub async fn run(
     let _lock = stores.lock()?;
     // The off-site store is checked first; with a local volume its failure must not stop the backup.
     let mut destinations = stores.begin_write().await?;
-    let (created, name) = fresh_name(cfg, stores).await;
+    let (created, name) = fresh_name(cfg, &destinations).await?;
     let file_name = name.file_name();
     info!(archive = %file_name, "backup starting");
 
@@ -310,7 +311,10 @@ async fn finish_archive(
 /// Names have one-second resolution: when a backup of this second already exists (a manual run right
 /// after the scheduled one), or a killed run of this second left its `.partial`, wait for the next
 /// second rather than ever overwrite either.
-async fn fresh_name(cfg: &BackupConfig, stores: &StoreSet) -> (Timestamp, ArchiveName) {
+async fn fresh_name(
+    cfg: &BackupConfig,
+    destinations: &Destinations<'_>,
+) -> Result<(Timestamp, ArchiveName)> {
     loop {
         let created = Timestamp::now();
         let name = ArchiveName::new(
@@ -319,8 +323,8 @@ async fn fresh_name(cfg: &BackupConfig, stores: &StoreSet) -> (Timestamp, Archiv
             cfg.encode.compression,
             !cfg.encode.recipients.is_empty(),
         );
-        if !stores.name_taken(&name) {
-            return (created, name);
+        if !destinations.name_taken(&name).await? {
+            return Ok((created, name));
         }
         crate::archive::name::sleep_into_next_second(created).await;
     }

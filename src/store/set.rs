@@ -158,11 +158,6 @@ impl StoreSet {
             .join(", ")
     }
 
-    /// True when a new archive of this name would collide with one here (complete or partial).
-    pub fn name_taken(&self, name: &ArchiveName) -> bool {
-        self.local.as_ref().is_some_and(|l| l.name_taken(name))
-    }
-
     /// Where a scratch file may go, and how much room there is: only on a backup volume.
     pub fn scratch_space(&self) -> Option<ScratchSpace> {
         self.local.as_ref().map(|l| ScratchSpace {
@@ -211,6 +206,23 @@ pub struct Destinations<'a> {
 }
 
 impl<'a> Destinations<'a> {
+    /// True when a new archive of this name would collide with one in a destination (complete,
+    /// partial, or an upload under way). With a backup volume, a bucket that cannot be asked does not
+    /// stop the backup (its upload fails and is reported as the off-site failure).
+    pub async fn name_taken(&self, name: &ArchiveName) -> Result<bool> {
+        if self.local.is_some_and(|l| l.name_taken(name)) {
+            return Ok(true);
+        }
+        match (self.offsite, self.local) {
+            (Some(s3), None) => s3.name_taken(name).await,
+            (Some(s3), Some(_)) => Ok(s3.name_taken(name).await.unwrap_or_else(|e| {
+                error!(error = %e, "cannot check the name in the bucket");
+                false
+            })),
+            (None, _) => Ok(false),
+        }
+    }
+
     /// One sink writing to every destination: the volume must succeed, the bucket may fail on the way.
     pub fn create(&mut self, name: &ArchiveName) -> Result<Box<dyn ArchiveSink>> {
         Ok(match (self.local, self.offsite) {

@@ -463,3 +463,81 @@ fn a_backup_in_the_bucket_alone_restores_into_another_database() {
     run(&mut c).ok().says("checksums OK");
     assert_eq!(target.sql("SELECT count(*) FROM customers"), "300");
 }
+
+/// Two S3-only runs in one second choose the same name. The other run is played by the test: while this
+/// run's dump waits at a gate (its multipart upload already started), the other run's sidecar appears
+/// under the shared name. This run must then fail rather than replace it, so no listing ever pairs one
+/// run's archive with the other's sidecar. (Garage aborts an in-progress multipart upload when an object
+/// is written under its key, so the same race on the archive object itself fails there on its own; on
+/// AWS S3 it is `If-None-Match` on the completion that refuses it.)
+#[tokio::test]
+async fn a_sidecar_written_meanwhile_under_the_same_name_is_never_overwritten() {
+    let Some(s3) = s3_env() else { return };
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let (tools, gate) = (tempdir(), Gate::new());
+    let pg_dump = wrapper(
+        tools.path(),
+        "pg_dump",
+        &format!("{}\nexec pg_dump \"$@\"", gate.shell()),
+    );
+    let child = backup_both(&db, dir.path(), &s3)
+        .env("PG_DUMP_BIN", &pg_dump)
+        .args(["--store", "s3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    let client = s3.client().await;
+    // The upload is created beside the dump: wait for it to be listed, not for a time.
+    let key = loop {
+        let uploads = client
+            .list_multipart_uploads()
+            .bucket(&s3.bucket)
+            .prefix(format!("{}/", s3.prefix))
+            .send()
+            .await
+            .unwrap();
+        if let Some(k) = uploads.uploads().first().and_then(|u| u.key()) {
+            break k.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sidecar = format!("{key}.manifest.json");
+    let theirs = b"{\"the other run's\": \"sidecar\"}".to_vec();
+    client
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(&sidecar)
+        .body(theirs.clone().into())
+        .send()
+        .await
+        .unwrap();
+    gate.release();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let kept = client
+        .get_object()
+        .bucket(&s3.bucket)
+        .key(&sidecar)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(
+        kept.as_ref(),
+        theirs.as_slice(),
+        "the sidecar already there is untouched"
+    );
+    assert!(
+        !s3.keys().await.contains(&key),
+        "this run's archive is removed, so nothing pairs it with the other sidecar"
+    );
+}

@@ -111,6 +111,12 @@ impl S3Store {
                 format!("access denied ({})", e.message().unwrap_or("403")),
                 "the credentials (wrong access or secret key) and the bucket policy: the key needs s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload on this bucket and prefix; also the node's clock",
             ),
+            _ if matches!(status, Some(409 | 412))
+                || matches!(code.as_deref(), Some("PreconditionFailed" | "ConditionalRequestConflict")) =>
+            (
+                "an object of this name already exists (the write was conditional on it not existing)".into(),
+                "another backup wrote an archive of the same second; nothing was overwritten, run the backup again",
+            ),
             _ if http403 => (
                 "access denied (HTTP 403)".into(),
                 "the credentials (wrong access or secret key), the bucket policy and the node's clock",

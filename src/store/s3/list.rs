@@ -13,6 +13,45 @@ use crate::error::Result;
 use crate::store::{BackupStore, StoredBackup};
 
 impl S3Store {
+    /// True when an object exists under `key`.
+    pub(super) async fn exists(&self, key: &str) -> Result<bool> {
+        match self
+            .inner
+            .client
+            .head_object()
+            .bucket(&self.inner.s.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+            Err(e) => Err(self.error("check object", key, e)),
+        }
+    }
+
+    /// True when this name is in use here: its archive or sidecar exists, or an upload of it is under way
+    /// (another run of the same second).
+    pub async fn name_taken(&self, name: &ArchiveName) -> Result<bool> {
+        let (archive, sidecar) = (self.key(&name.file_name()), self.key(&name.sidecar_name()));
+        if self.exists(&archive).await? || self.exists(&sidecar).await? {
+            return Ok(true);
+        }
+        let uploads = self
+            .inner
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.inner.s.bucket)
+            .prefix(&archive)
+            .send()
+            .await
+            .map_err(|e| self.error("list multipart uploads", &archive, e))?;
+        Ok(uploads
+            .uploads()
+            .iter()
+            .any(|u| u.key() == Some(archive.as_str())))
+    }
+
     /// Every object key under the prefix, following continuation tokens.
     async fn list_keys(&self) -> Result<Vec<(String, u64)>> {
         let mut pages = self

@@ -41,6 +41,18 @@ struct Inner {
 }
 
 impl S3Store {
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        self.inner
+            .client
+            .delete_object()
+            .bucket(&self.inner.s.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("delete", key, e))
+    }
+
     /// `GetObject` of `key`; `op` names the step in an error.
     async fn get(&self, op: &str, key: &str) -> Result<GetObjectOutput> {
         self.inner
@@ -113,14 +125,7 @@ impl BackupStore for S3Store {
     #[instrument(skip(self))]
     async fn delete(&self, name: &str) -> Result<()> {
         for key in [self.key(&format!("{name}{SIDECAR_SUFFIX}")), self.key(name)] {
-            self.inner
-                .client
-                .delete_object()
-                .bucket(&self.inner.s.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| self.error("delete", &key, e))?;
+            self.delete_key(&key).await?;
         }
         info!(archive = name, "deleted from bucket");
         Ok(())

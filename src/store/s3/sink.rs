@@ -240,6 +240,8 @@ impl S3Sink {
                 .bucket(&s.bucket)
                 .key(&self.key)
                 .upload_id(&id)
+                // Never replace an archive of the same name (two runs in one second).
+                .if_none_match("*")
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))
@@ -250,6 +252,18 @@ impl S3Sink {
                 .map_err(|e| self.store.error("complete multipart upload", &self.key, e))
         })?;
         self.committed = true;
+        // A sidecar already under this name belongs to another run of the same second. Servers that
+        // ignore `If-None-Match` (Garage) would let the write below replace it: look first, and take this
+        // run's archive back out so that nothing pairs it with the other run's sidecar.
+        if self.rt.block_on(self.store.exists(&self.sidecar_key))? {
+            let _ = self.rt.block_on(self.store.delete_key(&self.key));
+            return Err(Error::S3 {
+                op: "write sidecar".into(),
+                location: format!("s3://{}/{}", s.bucket, self.sidecar_key),
+                problem: "an object of this name already exists: another backup wrote this second's archive".into(),
+                hint: "nothing was overwritten; run the backup again".into(),
+            });
+        }
         let json = serde_json::to_vec_pretty(sidecar).expect("sidecar serializes");
         let (sse, kms_key) = sse_headers(&s.sse);
         self.rt.block_on(async {
@@ -257,6 +271,7 @@ impl S3Sink {
                 .put_object()
                 .bucket(&s.bucket)
                 .key(&self.sidecar_key)
+                .if_none_match("*")
                 .content_type("application/json")
                 .set_storage_class(s.storage_class.as_deref().map(StorageClass::from))
                 .set_server_side_encryption(sse)
