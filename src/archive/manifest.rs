@@ -11,6 +11,9 @@ pub const DUMP_CHUNK_PREFIX: &str = "database/pgdump.";
 /// The manifest is small; anything larger is not one of ours and is refused without reading it whole.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The largest sidecar read: the manifest plus the archive's digest. A larger file is refused unread.
+pub const MAX_SIDECAR_BYTES: u64 = MAX_MANIFEST_BYTES + (64 << 10);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {

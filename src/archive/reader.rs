@@ -1,6 +1,8 @@
 //! Reads an archive back and checks it against the manifest it is expected to carry: every entry's size
 //! and SHA-256, chunk order, `manifest.json` last and equal to the sidecar's. Refuses absolute paths,
-//! `..`, links, devices and duplicates. Streams: memory stays bounded whatever the declared sizes.
+//! `..`, links, devices and duplicates. Streams: memory stays bounded whatever the declared sizes. The tar
+//! stream is read raw, so a GNU long-name header is sized before it is read (the tar crate would read any
+//! declared size into memory) and PAX headers, which eternia-backup never writes, are refused.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -8,6 +10,9 @@ use std::io::{self, Read};
 use super::codec::HashingReader;
 use super::manifest::{MANIFEST_ENTRY, MAX_MANIFEST_BYTES, Manifest, chunk_number};
 use crate::error::{Error, Result};
+
+/// The longest entry name a GNU long-name header may carry (our longest: a Kubernetes object path).
+const MAX_LONG_NAME: u64 = 4096;
 
 /// What a successful walk saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,13 +49,51 @@ pub fn walk<R: Read>(
 
     let entries = tar
         .entries()
-        .map_err(|e| bad(format!("cannot read the tar stream: {e}")))?;
+        .map_err(|e| bad(format!("cannot read the tar stream: {e}")))?
+        .raw(true);
+    let mut long_name: Option<Vec<u8>> = None;
     for entry in entries {
         let mut entry =
             entry.map_err(|e| bad(format!("truncated or corrupted tar stream: {e}")))?;
-        let path = String::from_utf8(entry.path_bytes().into_owned())
-            .map_err(|_| bad("an entry has a path that is not UTF-8".into()))?;
         let kind = entry.header().entry_type();
+        if kind.is_gnu_longname() {
+            let size = entry.size();
+            if size > MAX_LONG_NAME || long_name.is_some() {
+                return Err(bad(format!(
+                    "a GNU long-name header of {size} bytes{}: refused before reading it (names are at most \
+                     {MAX_LONG_NAME} bytes, one header per entry)",
+                    if long_name.is_some() {
+                        " follows another"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let mut name = Vec::new();
+            (&mut entry)
+                .take(MAX_LONG_NAME)
+                .read_to_end(&mut name)
+                .map_err(|e| bad(format!("reading a long-name header: {e}")))?;
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            long_name = Some(name);
+            continue;
+        }
+        if kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions()
+            || kind.is_gnu_longlink()
+        {
+            return Err(bad(format!(
+                "the archive has a {kind:?} header, which eternia-backup never writes: refused unread"
+            )));
+        }
+        let raw_path = match long_name.take() {
+            Some(n) => n,
+            None => entry.path_bytes().into_owned(),
+        };
+        let path = String::from_utf8(raw_path)
+            .map_err(|_| bad("an entry has a path that is not UTF-8".into()))?;
         if !kind.is_file() {
             return Err(bad(format!(
                 "entry {path:?} is a {kind:?}, not a regular file: links and devices are refused"

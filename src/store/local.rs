@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tracing::{debug, info, instrument, warn};
 
 use super::{ArchiveSink, BackupStore, StoredBackup};
+use crate::archive::manifest::MAX_SIDECAR_BYTES;
 use crate::archive::name::{PARTIAL_SUFFIX, SIDECAR_SUFFIX, is_scratch_dump_name};
 use crate::archive::{ArchiveName, Sidecar};
 use crate::error::{Error, Result};
@@ -73,8 +74,20 @@ impl LocalStore {
 
     fn read_sidecar(&self, archive: &str) -> Result<Sidecar> {
         let path = self.dir.join(format!("{archive}{SIDECAR_SUFFIX}"));
-        let bytes = fs::read(&path)
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|f| f.take(MAX_SIDECAR_BYTES + 1).read_to_end(&mut bytes))
             .map_err(|e| Error::storage("cannot read sidecar manifest", &path, e))?;
+        if bytes.len() as u64 > MAX_SIDECAR_BYTES {
+            return Err(Error::archive(
+                archive,
+                format!(
+                    "sidecar manifest {} is larger than {} MiB: not ours, refused unread",
+                    path.display(),
+                    MAX_SIDECAR_BYTES >> 20
+                ),
+            ));
+        }
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::archive(
                 archive,

@@ -156,3 +156,73 @@ fn verify_refuses_entries_missing_from_the_manifest_and_a_missing_manifest() {
         .failed(1)
         .says("manifest.json is missing");
 }
+
+/// `verify` of `name` with at most `limit` bytes of data memory (RLIMIT_DATA: heap and anonymous maps).
+fn verify_with_memory_limit(dir: &Path, name: &str, limit: u64) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = bin();
+    cmd.env("BACKUP_DIR", dir).args(["verify", name]);
+    // SAFETY: setrlimit is async-signal-safe and only affects the child about to exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    run(&mut cmd)
+}
+
+#[test]
+fn a_gigabyte_long_name_header_is_refused_unread_within_a_small_memory_limit() {
+    let dir = tempdir();
+    let name = plant(dir.path(), |b| {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(4 << 30);
+        h.set_mode(0o644);
+        h.set_cksum();
+        // 4 GiB of name, a few MiB once compressed: reading it whole needs 4 GiB of memory.
+        b.append(&h, std::io::Read::take(std::io::repeat(b'a'), 4 << 30))
+            .unwrap();
+        file_entry(b, b"database/pgdump.000001", b"PGDM");
+    });
+    verify_with_memory_limit(dir.path(), &name, 1 << 30)
+        .failed(1)
+        .says("long-name header of 4294967296 bytes");
+}
+
+#[test]
+fn a_pax_header_is_refused_unread() {
+    let dir = tempdir();
+    let name = plant(dir.path(), |b| {
+        let mut h = tar::Header::new_ustar();
+        h.set_path("pax_header").unwrap();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(1 << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, std::io::Read::take(std::io::repeat(b'a'), 1 << 20))
+            .unwrap();
+        file_entry(b, b"database/pgdump.000001", b"PGDM");
+    });
+    verify(dir.path(), &name).failed(1).says("never writes");
+}
+
+#[test]
+fn an_oversized_sidecar_is_refused_unread() {
+    let (_db, dir, name) = one_backup();
+    let sidecar = dir.path().join(format!("{name}.manifest.json"));
+    let mut bytes = std::fs::read(&sidecar).unwrap();
+    bytes.extend(std::iter::repeat_n(b' ', 17 << 20));
+    std::fs::write(&sidecar, bytes).unwrap();
+    verify(dir.path(), &name)
+        .failed(1)
+        .says("larger than 16 MiB");
+}

@@ -25,6 +25,7 @@ use tracing::{info, instrument};
 pub use settings::{ChecksumMode, MIN_PART_SIZE, S3Settings, Sse};
 
 use super::{ArchiveSink, BackupStore, StoredBackup};
+use crate::archive::manifest::MAX_SIDECAR_BYTES;
 use crate::archive::name::SIDECAR_SUFFIX;
 use crate::archive::{ArchiveName, Sidecar};
 use crate::error::{Error, Result};
@@ -83,6 +84,15 @@ impl BackupStore for S3Store {
     async fn sidecar(&self, name: &str) -> Result<Sidecar> {
         let key = self.key(&format!("{name}{SIDECAR_SUFFIX}"));
         let out = self.get("get sidecar", &key).await?;
+        if out.content_length().unwrap_or(0) as u64 > MAX_SIDECAR_BYTES {
+            return Err(Error::archive(
+                name,
+                format!(
+                    "sidecar object {key} is larger than {} MiB: not ours, refused unread",
+                    MAX_SIDECAR_BYTES >> 20
+                ),
+            ));
+        }
         let bytes = out.body.collect().await.map_err(|e| Error::S3 {
             op: "read sidecar".into(),
             location: key.clone(),
