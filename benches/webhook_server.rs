@@ -9,6 +9,7 @@ use std::time::Duration;
 use eternia_backup::webhook::jobs::RestoreJobs;
 use eternia_backup::webhook::jwt::{Policy, Verifier};
 use eternia_backup::webhook::pattern::Pattern;
+use eternia_backup::webhook::source::TrustedProxies;
 use eternia_backup::webhook::{Settings, Webhook};
 use k8s_openapi::api::batch::v1::CronJob;
 
@@ -22,6 +23,10 @@ fn template() -> CronJob {
                 {"name": "restore", "image": "eternia-backup", "args": ["restore", "latest"]}]}}}}}
     }))
     .expect("template")
+}
+
+fn env_number(name: &str) -> Option<u32> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 fn main() {
@@ -60,9 +65,13 @@ fn main() {
             verifier: Verifier::new(Some(&secret.into()), None, policy).expect("verifier"),
             slack: None,
             prefix: "eternia-backup".into(),
-            rate_limit_per_minute: 0,
-            rate_burst: 1,
-            trust_forwarded_for: false,
+            // BENCH_RATE_LIMIT (per minute) and BENCH_TRUST_FORWARDED_FOR: the flood scenario.
+            rate_limit_per_minute: env_number("BENCH_RATE_LIMIT").unwrap_or(0),
+            rate_burst: 20,
+            trusted_proxies: TrustedProxies::new(
+                Vec::new(),
+                std::env::var("BENCH_TRUST_FORWARDED_FOR").is_ok(),
+            ),
             body_limit: 64 * 1024,
             poll_interval: Duration::from_secs(3600),
         };

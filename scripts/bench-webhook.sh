@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Restore webhook under load on loopback (issue 5 targets, 2 cores: >= 20,000 rejected req/s; p99 of a valid
-# signed accept <= 5 ms). Drives benches/webhook_server.rs (the real actix app and auth path; restore Jobs go
+# signed accept <= 5 ms; issue 14: under a flood of distinct sources the rate limiter's memory stays bounded
+# and its work per request constant, so the rejected rate holds and the peak RSS stays flat). Drives benches/webhook_server.rs (the real actix app and auth path; restore Jobs go
 # to an in-memory Kubernetes API) with wrk. Prints one line per scenario; run on a quiet machine.
 #   scripts/bench-webhook.sh            DURATION=10s REJECT_CONNECTIONS=64 ACCEPT_CONNECTIONS=1 ROUNDS=3
 set -euo pipefail
@@ -68,5 +69,27 @@ for round in $(seq "$ROUNDS"); do
   start_server
   a=$(wrk -t1 -c"${ACCEPT_CONNECTIONS:-1}" -d"$DURATION" -s "$WORK/accept.lua" "http://$ADDR/v1/restores" | grep RESULT)
   echo "round $round accepted (valid token, 202, Job created): ${a#RESULT }"
+done
+
+# The flood: every request from another source (X-Forwarded-For, trusted here), the rate limit on. Over a
+# round this is far more distinct sources than the limiter keeps (100,000): its state must rotate, not grow.
+cat >"$WORK/flood.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"backup":"latest","dryRun":true,"reason":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $FORGED"
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["X-Forwarded-For"] = string.format("10.%d.%d.%d", math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  return wrk.format()
+end
+$(lua "$FORGED" | sed -n '/^done = /,$p')
+LUA
+export BENCH_RATE_LIMIT=60 BENCH_TRUST_FORWARDED_FOR=1
+for round in $(seq "$ROUNDS"); do
+  start_server
+  f=$(wrk -t2 -c"${REJECT_CONNECTIONS:-64}" -d"$DURATION" -s "$WORK/flood.lua" "http://$ADDR/v1/restores" | grep RESULT)
+  echo "round $round flood of distinct sources (rate limit on, 401): ${f#RESULT }"
 done
 start_server

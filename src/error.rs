@@ -122,6 +122,13 @@ pub enum Error {
         hint: String,
     },
 
+    /// SIGTERM: the Job's deadline passed, or its pod was deleted. Exit code 143.
+    #[error(
+        "stopped by SIGTERM (the Job's deadline passed, or the pod or Job was deleted) while {during}; \
+         the files it was writing were removed"
+    )]
+    Stopped { during: String },
+
     #[error("encryption: {0}")]
     Encryption(String),
 }
@@ -132,6 +139,7 @@ impl Error {
         match self {
             Error::Config(_) => 2,
             Error::SkippedForRestore { .. } => 0,
+            Error::Stopped { .. } => 143,
             _ => 1,
         }
     }

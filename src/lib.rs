@@ -23,6 +23,7 @@ pub mod retention;
 pub mod store;
 
 pub mod error;
+pub mod interrupt;
 pub mod lock;
 pub mod memory;
 pub mod telemetry;

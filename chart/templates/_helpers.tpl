@@ -351,3 +351,30 @@ volumes:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+
+{{/*
+Seconds in a duration as the binary reads it: 90, 90s, 15m, 1h.
+*/}}
+{{- define "eternia-backup.seconds" -}}
+{{- $d := toString .duration -}}
+{{- if not (regexMatch "^[0-9]+[smh]?$" $d) -}}
+{{- fail (printf "%s=%q is not a duration; use e.g. 600s, 10m or 1h" .name $d) -}}
+{{- end -}}
+{{- $n := regexFind "^[0-9]+" $d | int -}}
+{{- if hasSuffix "h" $d -}}{{ mul $n 3600 }}{{- else if hasSuffix "m" $d -}}{{ mul $n 60 }}{{- else -}}{{ $n }}{{- end -}}
+{{- end -}}
+
+{{/*
+The restore Job's deadline: restore.activeDeadlineSeconds, or what a restore of this installation needs:
+verify and load (about a backup's time), the safety backup (a backup), each Deployment's rollout wait, and
+10 minutes of margin.
+*/}}
+{{- define "eternia-backup.restoreDeadline" -}}
+{{- $v := .ctx.Values -}}
+{{- if not (kindIs "invalid" $v.restore.activeDeadlineSeconds) -}}
+{{- $v.restore.activeDeadlineSeconds -}}
+{{- else -}}
+{{- $rollout := include "eternia-backup.seconds" (dict "ctx" .ctx "name" "restore.rolloutTimeout" "duration" $v.restore.rolloutTimeout) | int -}}
+{{- add (mul 2 (int $v.backup.activeDeadlineSeconds)) (mul (len $v.app.deployments) $rollout) 600 -}}
+{{- end -}}
+{{- end -}}

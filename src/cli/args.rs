@@ -454,7 +454,11 @@ pub struct ServeArgs {
     /// Requests a source may send at once before the per-minute rate applies.
     #[arg(long, env = "WEBHOOK_RATE_BURST", default_value_t = 20)]
     pub rate_burst: u32,
-    /// Take the source address from the first X-Forwarded-For entry (only behind a trusted ingress).
+    /// Proxies (the ingress controller) whose X-Forwarded-For is believed: address ranges, comma-separated
+    /// (e.g. 10.0.0.0/8). The client is the right-most X-Forwarded-For entry that is not one of them.
+    #[arg(long, env = "WEBHOOK_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Believe X-Forwarded-For from any direct peer (its right-most entry only); prefer --trusted-proxies.
     #[arg(long, env = "WEBHOOK_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
     /// Largest request body accepted.

@@ -31,6 +31,7 @@ use crate::telemetry::LogFormat;
 use crate::webhook::jwt::{JwksSource, Policy as TokenPolicy, Verifier};
 use crate::webhook::pattern::Pattern;
 use crate::webhook::slack::SlackAuth;
+use crate::webhook::source::{Cidr, TrustedProxies};
 use crate::webhook::{JobsConfig, Settings, SlackSettings, WebhookConfig};
 
 impl From<ModeArg> for Mode {
@@ -410,7 +411,14 @@ pub fn webhook_config(global: &GlobalArgs, args: &ServeArgs) -> Result<WebhookCo
             prefix: global.prefix.clone(),
             rate_limit_per_minute: args.rate_limit,
             rate_burst: args.rate_burst,
-            trust_forwarded_for: args.trust_forwarded_for,
+            trusted_proxies: TrustedProxies::new(
+                trimmed(&args.trusted_proxies)
+                    .iter()
+                    .map(|c| Cidr::parse(c))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| Error::config(format!("WEBHOOK_TRUSTED_PROXIES: {e}")))?,
+                args.trust_forwarded_for,
+            ),
             body_limit: usize::try_from(args.body_limit).unwrap_or(usize::MAX),
             poll_interval: args.poll_interval,
         },

@@ -33,7 +33,10 @@ pub fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(until_stopped(dispatch(cli)));
+    // Blocking steps (a child process being stopped) get a moment to end; no longer.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match outcome {
         Ok(()) => 0,
         Err(e @ Error::SkippedForRestore { .. }) => {
             warn!("{e}");
@@ -43,6 +46,32 @@ pub fn run(cli: Cli) -> i32 {
             error!("{e}");
             e.exit_code()
         }
+    }
+}
+
+/// Runs the command; on SIGTERM asks it to stop (see `interrupt`) and waits a bounded time for it to
+/// report where it stopped, well inside the pod's grace period.
+async fn until_stopped(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return work.await;
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => return r,
+        _ = term.recv() => {}
+    }
+    warn!("SIGTERM: stopping");
+    crate::interrupt::request_stop();
+    let during = || crate::interrupt::current_step().unwrap_or_else(|| "starting".into());
+    match tokio::time::timeout(std::time::Duration::from_secs(20), &mut work).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ Error::Stopped { .. })) => Err(e),
+        // The step failed because its child was stopped: say it was the signal, and where.
+        Ok(Err(e)) => Err(Error::Stopped {
+            during: format!("{} ({e})", during()),
+        }),
+        Err(_) => Err(Error::Stopped { during: during() }),
     }
 }
 

@@ -122,6 +122,7 @@ pub async fn run(
     let (created, name) = fresh_name(cfg, &destinations).await?;
     let file_name = name.file_name();
     info!(archive = %file_name, "backup starting");
+    crate::interrupt::step(format!("writing backup {file_name}"));
 
     let client = match &cfg.kubernetes {
         Some(_) => Some(cluster.client().await?),

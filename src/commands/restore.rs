@@ -219,7 +219,13 @@ pub async fn run(
         }
         _ => None,
     };
-    let result = restore_locked(cfg, stores, cluster, guard.as_ref()).await;
+    // On SIGTERM the restore's step is dropped (its scratch files go with it) and the Lease given back.
+    let result = tokio::select! {
+        r = restore_locked(cfg, stores, cluster, guard.as_ref()) => r,
+        () = crate::interrupt::requested() => Err(Error::Stopped {
+            during: crate::interrupt::current_step().unwrap_or_else(|| "restoring".into()),
+        }),
+    };
     if let Some(g) = guard {
         g.release().await;
     }
@@ -243,6 +249,7 @@ async fn restore_locked(
     let (store, backup) = stores.resolve(&cfg.which).await?;
     let name = backup.name.clone();
     info!(archive = %name, location = %store.location(), "restoring");
+    crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
     let jobs = jobs_for(cfg, stores, store, &name).await?;
     // With more than one job the dump is extracted to the volume during verification (one pass, not two).
     let dump_scratch = match (stores.scratch_space(), jobs > 1 && !cfg.dry_run) {
@@ -286,6 +293,7 @@ async fn restore_locked(
     }
 
     still_held().await?;
+    crate::interrupt::step("taking the safety backup (nothing was changed)");
     if let Some(safety) = &cfg.safety {
         let s = backup::run(safety, stores, cluster)
             .await
@@ -316,6 +324,16 @@ async fn restore_locked(
         dump_file,
     };
     still_held().await?;
+    crate::interrupt::step(match cfg.mode {
+        Mode::Clean => format!(
+            "loading the database {} (clean mode: it is incomplete); {undo}",
+            cfg.target.dbname
+        ),
+        Mode::Swap => format!(
+            "loading a scratch database (swap mode: the live database {} was not touched)",
+            cfg.target.dbname
+        ),
+    });
     match cfg.mode {
         Mode::Clean => {
             summary.row_check = restore_clean(&cfg.target, &load, &undo).await?;
@@ -329,6 +347,9 @@ async fn restore_locked(
 
     if let Some((client, k)) = kube {
         still_held().await.map_err(|e| with_undo(e, &undo))?;
+        crate::interrupt::step(format!(
+            "applying the ConfigMaps/Secrets and restarting the Deployments (the database is restored); {undo}"
+        ));
         summary.objects = apply::apply_objects(
             client.clone(),
             &k.namespace,

@@ -57,6 +57,7 @@ pub fn dump_into<W: Write>(
         stderr: format!("cannot run {}: {e}", opts.pg_dump.display()),
         hint: "install the PostgreSQL client tools (pg_dump) or point PG_DUMP_BIN at it".into(),
     })?;
+    let _tracked = crate::interrupt::track(&child);
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let stderr_tail = thread::spawn(move || {

@@ -111,7 +111,11 @@ impl Drop for ScratchFile {
     }
 }
 
-struct Running(std::process::Child, thread::JoinHandle<String>);
+struct Running(
+    std::process::Child,
+    thread::JoinHandle<String>,
+    crate::interrupt::Tracked,
+);
 
 fn spawn(cmd: &mut Command, opts: &RestoreOptions) -> Result<Running> {
     let mut child = cmd.spawn().map_err(|e| Error::Restore {
@@ -120,13 +124,15 @@ fn spawn(cmd: &mut Command, opts: &RestoreOptions) -> Result<Running> {
         hint: "install the PostgreSQL client tools (pg_restore) or set PG_RESTORE_BIN".into(),
     })?;
     let stderr = child.stderr.take().expect("piped stderr");
+    let tracked = crate::interrupt::track(&child);
     Ok(Running(
         child,
         thread::spawn(move || super::stderr_tail(stderr, STDERR_TAIL)),
+        tracked,
     ))
 }
 
-fn finish(Running(mut child, tail): Running) -> Result<()> {
+fn finish(Running(mut child, tail, _tracked): Running) -> Result<()> {
     let status = child.wait().map_err(|e| Error::Restore {
         step: "pg_restore".into(),
         problem: e.to_string(),

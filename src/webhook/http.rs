@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::jobs::RestoreJobs;
 use super::jwt::{Caller, Refusal};
 use super::slack_routes::{slack_command, slack_interaction};
+use super::source::TrustedProxies;
 
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
@@ -59,19 +60,14 @@ pub fn app(
         )
 }
 
-/// The caller's address: the peer, or the first X-Forwarded-For hop when configured to trust it.
-fn source(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for
-        && let Some(ip) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(ip);
-    }
-    req.peer_addr().map(|a| a.ip())
+/// The caller's address: the peer, or behind trusted proxies the address they saw (`source`).
+fn source(req: &HttpRequest, proxies: &TrustedProxies) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok());
+    Some(proxies.client(peer, forwarded))
 }
 
 /// Per-source rate limit on the routes it wraps (the restore API and Slack).
@@ -84,7 +80,7 @@ async fn rate_limit(
         .cloned()
         .expect("webhook state");
     if state.rate.enabled()
-        && let Some(ip) = source(req.request(), state.trust_forwarded_for)
+        && let Some(ip) = source(req.request(), &state.proxies)
         && !state.rate.allow(ip, Instant::now())
     {
         state.metrics.auth_failure("rate_limited");
@@ -139,7 +135,7 @@ async fn openapi() -> HttpResponse {
 }
 
 pub(super) fn audit(req: &HttpRequest, state: &Webhook, who: &str, what: &str, result: &str) {
-    let from = source(req, state.trust_forwarded_for)
+    let from = source(req, &state.proxies)
         .map(|i| i.to_string())
         .unwrap_or_default();
     info!(target: "audit", who, from = %from, route = req.path(), what, result, "restore request");

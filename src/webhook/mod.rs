@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 mod slack_messages;
 mod slack_routes;
+pub mod source;
 
 pub use auth::{jwt, pattern, slack};
 
@@ -36,6 +37,7 @@ use jwt::Verifier;
 use limits::{RateLimiter, SeenIds};
 use metrics::Metrics;
 use slack::SlackAuth;
+use source::TrustedProxies;
 
 /// Slack settings: the signing secret and who may use the command where.
 pub struct SlackSettings {
@@ -62,7 +64,7 @@ pub struct Webhook {
     pub slack_replies: SeenIds<String>,
     /// One restore start at a time in this process (the Lease guards across replicas).
     pub start_lock: tokio::sync::Mutex<()>,
-    pub trust_forwarded_for: bool,
+    pub proxies: TrustedProxies,
     pub body_limit: usize,
     pub poll_interval: Duration,
     pub http: reqwest::Client,
@@ -75,7 +77,8 @@ pub struct Settings {
     pub prefix: String,
     pub rate_limit_per_minute: u32,
     pub rate_burst: u32,
-    pub trust_forwarded_for: bool,
+    /// Whose `X-Forwarded-For` is believed (the ingress controller).
+    pub trusted_proxies: TrustedProxies,
     pub body_limit: usize,
     pub poll_interval: Duration,
 }
@@ -116,7 +119,7 @@ impl Webhook {
             replay: SeenIds::default(),
             slack_replies: SeenIds::default(),
             start_lock: tokio::sync::Mutex::new(()),
-            trust_forwarded_for: settings.trust_forwarded_for,
+            proxies: settings.trusted_proxies,
             body_limit: settings.body_limit,
             poll_interval: settings.poll_interval,
             http: reqwest::Client::builder()

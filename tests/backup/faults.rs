@@ -644,3 +644,71 @@ fn assert_only_these_listed_and_they_verify(
         .ok();
     }
 }
+
+/// What the Job's deadline (or a deleted pod) does: SIGTERM, then SIGKILL after the grace period. The
+/// restore stops while pg_restore loads (held at a gate), and must say where it stopped and what is left,
+/// remove its scratch dump and stop pg_restore, well inside the grace period.
+#[test]
+fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_dump_and_stops_pg_restore()
+ {
+    let (db, dir) = backed_up_then_changed();
+    let (tools, gate) = (tempdir(), Gate::new());
+    let pid_file = tools.path().join("pg_restore.pid");
+    let pg_restore = wrapper(
+        tools.path(),
+        "pg_restore-waits",
+        &format!(
+            "echo $$ > '{}'\n{}\nexec pg_restore \"$@\"",
+            pid_file.display(),
+            gate.shell()
+        ),
+    );
+    let child = restore_in(&db, dir.path())
+        .env("PG_RESTORE_BIN", &pg_restore)
+        .args(["latest", "--jobs", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    let scratch = || {
+        files(dir.path())
+            .into_iter()
+            .filter(|f| f.starts_with(".eternia-restore-"))
+            .count()
+    };
+    assert_eq!(
+        scratch(),
+        1,
+        "the stop lands while the scratch dump is on the volume"
+    );
+    let pg_restore_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "stopped within the pod's grace period"
+    );
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    assert!(
+        stderr.contains("loading the database"),
+        "names the step: {stderr}"
+    );
+    assert!(
+        stderr.contains("eternia-backup restore eternia-backup-"),
+        "names the way back: {stderr}"
+    );
+    assert_eq!(scratch(), 0, "the scratch dump is removed");
+    // SAFETY: signal 0 only asks whether the process exists.
+    wait_for(|| unsafe { libc::kill(pg_restore_pid, 0) } != 0);
+}

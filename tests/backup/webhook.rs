@@ -146,7 +146,7 @@ async fn spawn_app(o: Options) -> TestApp {
         prefix: "eternia-backup".into(),
         rate_limit_per_minute: o.rate_limit_per_minute,
         rate_burst: o.rate_burst,
-        trust_forwarded_for: false,
+        trusted_proxies: eternia_backup::webhook::source::TrustedProxies::none(),
         body_limit: 64 * 1024,
         poll_interval: Duration::from_millis(100),
     };

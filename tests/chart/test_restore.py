@@ -1,6 +1,6 @@
 """The restore Job template and the optional drill."""
 
-from conftest import container, container_env, pod_spec, render
+from conftest import container, container_env, pod_spec, render, render_error
 
 
 def restore(rendered):
@@ -19,7 +19,9 @@ def test_a_job_created_from_the_template_restores_latest_after_a_safety_backup(d
     assert ctr["args"] == ["restore", "latest"]
     job = restore(default_render)["spec"]["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0, "a failed restore is never retried behind the operator's back"
-    assert job["activeDeadlineSeconds"] == 3600
+    # 2 x the backup's 7200 s (verify and load, the safety backup) + one 10m rollout wait + 10 min margin.
+    assert job["activeDeadlineSeconds"] == 2 * 7200 + 600 + 600
+    assert pod_spec(restore(default_render))["terminationGracePeriodSeconds"] == 60
     assert pod_spec(restore(default_render))["restartPolicy"] == "Never"
 
 
@@ -88,3 +90,20 @@ def test_the_restore_template_keeps_ten_finished_jobs_so_the_webhook_can_report_
         "CronJob", "database-restore", "backup"
     )["spec"]
     assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (2, 4)
+
+
+def test_the_restore_deadline_grows_with_the_backup_deadline_and_every_rollout_wait():
+    rendered = render("backup.activeDeadlineSeconds=3600", "restore.rolloutTimeout=15m",
+                      "app.deployments={api,worker}")
+    job = restore(rendered)["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] == 2 * 3600 + 2 * 900 + 600
+
+
+def test_an_explicit_restore_deadline_is_kept():
+    job = restore(render("restore.activeDeadlineSeconds=5400"))["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] == 5400
+
+
+def test_a_rollout_timeout_the_binary_cannot_read_is_refused_at_install_naming_the_value():
+    for unreadable in ["ten minutes", "1h30m", "500ms"]:
+        assert "rolloutTimeout" in render_error(f"restore.rolloutTimeout={unreadable}"), unreadable

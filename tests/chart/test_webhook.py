@@ -145,3 +145,18 @@ def test_helm_test_calls_the_webhook_healthz_and_runs_eternia_backup_list(defaul
 
 def test_helm_test_can_be_switched_off():
     assert render("tests.enabled=false").of_kind("Pod") == []
+
+
+def test_behind_the_ingress_the_webhook_believes_x_forwarded_for_only_from_private_ranges(default_render):
+    ctr = container(default_render.get("Deployment", "eternia-backup-webhook"), "webhook")
+    assert "WEBHOOK_TRUSTED_PROXIES" not in container_env(default_render, ctr), "no ingress, no proxy to trust"
+    rendered = everything_on()
+    env = container_env(rendered, container(rendered.get("Deployment", "eternia-backup-webhook"), "webhook"))
+    assert env["WEBHOOK_TRUSTED_PROXIES"] == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    assert "WEBHOOK_TRUST_FORWARDED_FOR" not in env, "the first, client-written entry is never believed"
+
+
+def test_the_trusted_proxy_ranges_can_be_narrowed_to_the_ingress_controller():
+    rendered = render("webhook.ingress.enabled=true", set_json=['webhook.trustedProxies=["10.42.0.0/16"]'])
+    env = container_env(rendered, container(rendered.get("Deployment", "eternia-backup-webhook"), "webhook"))
+    assert env["WEBHOOK_TRUSTED_PROXIES"] == "10.42.0.0/16"

@@ -71,7 +71,10 @@ OPTIONAL_DNS_SUBDOMAIN = {"pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", "max
 CRONJOB_NAME = {"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 52}
 SECRET_KEY_OR_EMPTY = {"pattern": "^[-._a-zA-Z0-9]*$", "maxLength": 253}
 SECRET_KEY = {"pattern": "^[-._a-zA-Z0-9]+$", "maxLength": 253}
+# Prometheus durations (scrape settings).
 DURATION = {"pattern": "^([0-9]+(ms|s|m|h))+$"}
+# Durations eternia-backup reads (`units::parse_duration`): one number, optionally s, m or h.
+BINARY_DURATION = {"pattern": "^[0-9]+[smh]?$"}
 QUANTITY = {"pattern": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"}
 TIMEZONE = {"pattern": "^$|^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"}
 cron = lambda desc: {"type": "string", "description": desc, "pattern": CRON}
@@ -189,9 +192,10 @@ schema = {
             "mode": s("Restore mode.", enum=["clean", "swap"]),
             "safetyBackup": b("Safety backup first."),
             "includeKubernetes": b("Apply ConfigMaps/Secrets."),
-            "rolloutTimeout": s("Rollout timeout.", **DURATION),
+            "rolloutTimeout": s("Rollout timeout.", **BINARY_DURATION),
             "backoffLimit": i("Retries.", 0),
-            "activeDeadlineSeconds": i("Job deadline.", 1),
+            "activeDeadlineSeconds": i("Job deadline (null: computed from the backup's).", 1, True),
+            "terminationGracePeriodSeconds": i("Seconds between SIGTERM and SIGKILL.", 1),
             "ttlSecondsAfterFinished": i("TTL of finished Jobs.", 0, True),
             "successfulJobsHistoryLimit": i("Successful restore Jobs kept.", 0),
             "failedJobsHistoryLimit": i("Failed restore Jobs kept.", 0),
@@ -255,6 +259,8 @@ schema = {
                 }, ["host", "paths"])},
                 "tls": objlist("TLS."),
             }),
+            "trustedProxies": strlist("Proxies whose X-Forwarded-For is believed.",
+                                      pattern="^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$"),
             "networkPolicy": obj({"enabled": b("NetworkPolicy."), "from": objlist("Allowed peers.")}),
             "resources": resources,
             "podAnnotations": strmap("Pod annotations."),
