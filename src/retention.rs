@@ -13,6 +13,9 @@ pub struct Policy {
     pub keep_daily: u32,
     pub keep_weekly: u32,
     pub keep_monthly: u32,
+    /// Safety backups (a restore's, before it changed anything) are kept this many days, on their own:
+    /// the newest always, and they neither count for nor displace the rules above.
+    pub safety_keep_days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,6 +32,31 @@ pub enum Reason {
 pub struct Plan<'a> {
     pub keep: Vec<(&'a str, Vec<Reason>)>,
     pub delete: Vec<&'a str>,
+}
+
+/// `backups` are `(name, created, is a safety backup)`: the backups under `policy`, the safety backups
+/// under their own `safety_keep_days` (and their newest).
+pub fn plan_with_safety<'a>(
+    backups: &[(&'a str, Timestamp, bool)],
+    policy: &Policy,
+    now: Timestamp,
+) -> Plan<'a> {
+    let of = |safety: bool| -> Vec<(&'a str, Timestamp)> {
+        backups
+            .iter()
+            .filter(|b| b.2 == safety)
+            .map(|b| (b.0, b.1))
+            .collect()
+    };
+    let mut p = plan(&of(false), policy, now);
+    let safety_policy = Policy {
+        keep_days: policy.safety_keep_days,
+        ..Policy::default()
+    };
+    let s = plan(&of(true), &safety_policy, now);
+    p.keep.extend(s.keep);
+    p.delete.extend(s.delete);
+    p
 }
 
 /// `backups` are `(name, created)`, in any order. Output lists are newest first.
@@ -124,6 +152,31 @@ mod tests {
         ("d09", "2026-11-09T02:00:00Z"),
         ("d10", "2026-11-10T02:00:00Z"),
     ];
+
+    #[test]
+    fn safety_backups_are_kept_on_their_own_and_never_displace_a_backup() {
+        let input: Vec<(&str, Timestamp, bool)> = vec![
+            ("b1", ts("2026-11-01T02:00:00Z"), false),
+            ("b2", ts("2026-11-09T02:00:00Z"), false),
+            ("s-old", ts("2026-11-01T12:00:00Z"), true),
+            ("s-new", ts("2026-11-09T12:00:00Z"), true),
+        ];
+        let policy = Policy {
+            keep_last: 2,
+            safety_keep_days: 3,
+            ..Policy::default()
+        };
+        let p = plan_with_safety(&input, &policy, ts("2026-11-10T00:00:00Z"));
+        let kept: Vec<&str> = p.keep.iter().map(|(n, _)| *n).collect();
+        // keep_last 2 counts backups only: the newer safety backups do not push b1 out.
+        assert!(kept.contains(&"b1") && kept.contains(&"b2"), "{kept:?}");
+        assert!(kept.contains(&"s-new"));
+        assert_eq!(
+            p.delete,
+            vec!["s-old"],
+            "older than the safety backups' 3 days"
+        );
+    }
 
     #[test]
     fn seven_days_keeps_the_last_week_like_the_seed_runbook() {

@@ -1,4 +1,7 @@
-//! Logging: JSON lines with `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG` (info).
+//! Logging: JSON lines with `LOG_FORMAT=json`, human-readable otherwise (coloured only on a terminal);
+//! level from `RUST_LOG` (info).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +23,10 @@ pub fn init(format: LogFormat) {
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        // Colour only on a terminal: `kubectl logs` and files get plain text.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }

@@ -71,7 +71,12 @@ pub struct ArchiveName {
     pub created: Timestamp,
     pub compression: Compression,
     pub encrypted: bool,
+    /// A restore's safety backup: `<prefix>-safety-<stamp>…`, never `latest`, retained on its own.
+    pub safety: bool,
 }
+
+/// What sets a safety backup's name apart: `<prefix>-safety-YYYYMMDD-HHMMSS.tar.gz`.
+const SAFETY_TAG: &str = "safety-";
 
 impl ArchiveName {
     pub fn new(
@@ -88,14 +93,21 @@ impl ArchiveName {
             created,
             compression,
             encrypted,
+            safety: false,
         }
+    }
+
+    /// The same name, as a restore's safety backup.
+    pub fn as_safety(self, safety: bool) -> Self {
+        ArchiveName { safety, ..self }
     }
 
     pub fn file_name(&self) -> String {
         let stamp = self.created.strftime(STAMP);
         let age = if self.encrypted { ".age" } else { "" };
+        let tag = if self.safety { SAFETY_TAG } else { "" };
         format!(
-            "{}-{stamp}{}{age}",
+            "{}-{tag}{stamp}{}{age}",
             self.prefix,
             self.compression.extension()
         )
@@ -108,6 +120,10 @@ impl ArchiveName {
     /// Parses `file` if it is an archive of `prefix`; `None` for anything else.
     pub fn parse(prefix: &str, file: &str) -> Option<Self> {
         let rest = file.strip_prefix(prefix)?.strip_prefix('-')?;
+        let (rest, safety) = match rest.strip_prefix(SAFETY_TAG) {
+            Some(r) => (r, true),
+            None => (rest, false),
+        };
         let (rest, encrypted) = match rest.strip_suffix(".age") {
             Some(r) => (r, true),
             None => (rest, false),
@@ -137,6 +153,7 @@ impl ArchiveName {
             created,
             compression,
             encrypted,
+            safety,
         })
     }
 
@@ -145,7 +162,7 @@ impl ArchiveName {
         Self::parse(prefix, file).ok_or_else(|| {
             Error::config(format!(
                 "{file:?} is not a backup name: expected {prefix}-YYYYMMDD-HHMMSS.tar.gz (or .tar.zst, \
-                 optionally .age), or `latest`"
+                 optionally .age; a safety backup is {prefix}-safety-YYYYMMDD-HHMMSS.tar.gz), or `latest`"
             ))
         })
     }
@@ -183,6 +200,28 @@ mod tests {
                 Some(n)
             );
         }
+    }
+
+    #[test]
+    fn a_safety_backup_has_its_own_name_that_round_trips() {
+        let n = ArchiveName::new(
+            "eternia-backup",
+            at("2026-01-02T03:04:05Z"),
+            Compression::Gzip,
+            false,
+        )
+        .as_safety(true);
+        assert_eq!(
+            n.file_name(),
+            "eternia-backup-safety-20260102-030405.tar.gz"
+        );
+        assert_eq!(
+            ArchiveName::parse("eternia-backup", &n.file_name()),
+            Some(n)
+        );
+        let plain =
+            ArchiveName::parse("eternia-backup", "eternia-backup-20260102-030405.tar.gz").unwrap();
+        assert!(!plain.safety);
     }
 
     #[test]

@@ -237,6 +237,9 @@ pub struct RetentionArgs {
     /// Keep the newest backup of each of the last N months.
     #[arg(long, env = "BACKUP_KEEP_MONTHLY", default_value_t = 0)]
     pub keep_monthly: u32,
+    /// Keep a restore's safety backups this many days (the newest always), apart from the rules above.
+    #[arg(long, env = "BACKUP_SAFETY_RETENTION_DAYS", default_value_t = 7)]
+    pub keep_safety_days: u32,
 }
 
 /// The Kubernetes side: which namespace's ConfigMaps and Secrets a backup exports (and a restore applies).

@@ -157,6 +157,7 @@ pub fn policy(r: &RetentionArgs) -> Result<Policy> {
         keep_daily: r.keep_daily,
         keep_weekly: r.keep_weekly,
         keep_monthly: r.keep_monthly,
+        safety_keep_days: r.keep_safety_days,
     };
     if p.keep_days == 0
         && p.keep_last == 0
@@ -263,6 +264,7 @@ fn archive_backup(
         },
         retention: None,
         lease: None,
+        safety: false,
         progress_interval: Duration::from_secs(archive.progress_interval.max(1)),
     })
 }
@@ -295,6 +297,7 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
     } else {
         let mut cfg = archive_backup(global, &args.database, &args.kubernetes, &args.safety)?;
         cfg.target = target.clone();
+        cfg.safety = true;
         // The undo must hold what the restore is about to overwrite: the target namespace's objects.
         if let (Some(k), Some(ns)) = (cfg.kubernetes.as_mut(), target_namespace(args)) {
             k.namespace = ns;

@@ -42,6 +42,8 @@ pub struct BackupConfig {
     pub progress_interval: Duration,
     /// Checked before starting: a backup does not run while a restore holds it.
     pub lease: Option<LeaseConfig>,
+    /// A restore's safety backup: named and marked as such, never `latest`.
+    pub safety: bool,
 }
 
 /// The namespace whose ConfigMaps and Secrets go into the archive.
@@ -323,7 +325,8 @@ async fn fresh_name(
             created,
             cfg.encode.compression,
             !cfg.encode.recipients.is_empty(),
-        );
+        )
+        .as_safety(cfg.safety);
         if !destinations.name_taken(&name).await? {
             return Ok((created, name));
         }

@@ -7,7 +7,7 @@ use tracing::{info, instrument};
 
 use crate::error::Result;
 use crate::retention::{self, Policy, Reason};
-use crate::store::{BackupStore, StoreSet};
+use crate::store::{BackupKind, BackupStore, StoreSet};
 
 /// `eternia-backup prune`.
 pub struct PruneConfig {
@@ -79,11 +79,11 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<PruneReport> {
     let backups = store.list().await?;
-    let input: Vec<(&str, Timestamp)> = backups
+    let input: Vec<(&str, Timestamp, bool)> = backups
         .iter()
-        .map(|b| (b.name.as_str(), b.created))
+        .map(|b| (b.name.as_str(), b.created, b.kind == BackupKind::Safety))
         .collect();
-    let plan = retention::plan(&input, policy, now);
+    let plan = retention::plan_with_safety(&input, policy, now);
     let mut report = PruneReport {
         dry_run,
         ..PruneReport::default()

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tracing::{debug, info, instrument, warn};
 
-use super::{ArchiveSink, BackupStore, StoredBackup};
+use super::{ArchiveSink, BackupKind, BackupStore, StoredBackup};
 use crate::archive::manifest::MAX_SIDECAR_BYTES;
 use crate::archive::name::{PARTIAL_SUFFIX, SIDECAR_SUFFIX, is_scratch_dump_name};
 use crate::archive::{ArchiveName, Sidecar};
@@ -140,6 +140,7 @@ impl BackupStore for LocalStore {
                 size: sidecar.archive.size,
                 compression: name.compression,
                 encrypted: name.encrypted,
+                kind: BackupKind::of(&name),
                 location: self.location(),
                 sha256: Some(sidecar.archive.sha256),
             });

@@ -71,9 +71,35 @@ pub struct StoredBackup {
     pub compression: Compression,
     pub encrypted: bool,
     pub location: String,
+    /// `backup` (scheduled or by hand) or `safety` (taken by a restore before it changed anything).
+    pub kind: BackupKind,
     /// SHA-256 of the archive file, when the listing already read the sidecar.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Backup,
+    Safety,
+}
+
+impl BackupKind {
+    pub fn of(name: &ArchiveName) -> BackupKind {
+        if name.safety {
+            BackupKind::Safety
+        } else {
+            BackupKind::Backup
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Backup => "backup",
+            BackupKind::Safety => "safety",
+        }
+    }
 }
 
 /// A half-written archive. Dropping it without `commit` removes what was written.
@@ -109,10 +135,13 @@ pub trait BackupStore: Send + Sync {
     /// named as incomplete rather than missing.
     async fn resolve(&self, which: &Which) -> Result<StoredBackup> {
         let all = self.list().await?;
+        // A safety backup holds the state a restore replaced: never what `latest` or `--before` means
+        // (a retried `restore latest` must restore the same archive), only restored by its name.
+        let backups = || all.iter().filter(|b| b.kind == BackupKind::Backup);
         let found = match which {
-            Which::Latest => all.into_iter().next_back(),
-            Which::Named(n) => all.into_iter().find(|b| b.name == *n),
-            Which::Before(t) => all.into_iter().rev().find(|b| b.created <= *t),
+            Which::Latest => backups().next_back().cloned(),
+            Which::Named(n) => all.iter().find(|b| b.name == *n).cloned(),
+            Which::Before(t) => backups().rev().find(|b| b.created <= *t).cloned(),
         };
         if let (None, Which::Named(n)) = (&found, which)
             && self.open(n).await.is_ok()

@@ -11,7 +11,7 @@ use tracing::{error, info, instrument};
 
 use super::s3::S3Settings;
 use super::tee::{SecondaryFailure, TeeSink};
-use super::{ArchiveSink, BackupStore, LocalStore, S3Store, StoredBackup, Which};
+use super::{ArchiveSink, BackupKind, BackupStore, LocalStore, S3Store, StoredBackup, Which};
 use crate::archive::ArchiveName;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
@@ -286,15 +286,16 @@ impl Written<'_> {
         };
         let remote: HashSet<String> = s3.list().await?.into_iter().map(|b| b.name).collect();
         let locals = local.list().await?;
-        let input: Vec<(&str, Timestamp)> = locals
+        let input: Vec<(&str, Timestamp, bool)> = locals
             .iter()
-            .map(|b| (b.name.as_str(), b.created))
+            .map(|b| (b.name.as_str(), b.created, b.kind == BackupKind::Safety))
             .collect();
-        let keep: HashSet<&str> = crate::retention::plan(&input, policy, Timestamp::now())
-            .keep
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let keep: HashSet<&str> =
+            crate::retention::plan_with_safety(&input, policy, Timestamp::now())
+                .keep
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
         let mut uploaded = Vec::new();
         for b in locals
             .iter()

@@ -278,3 +278,16 @@ pub fn wait_for(cond: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn text_logs_written_to_a_pipe_carry_no_colour_escape_sequences() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let r = run(backup_cmd(&db, dir.path()).env("LOG_FORMAT", "text")).ok();
+    assert!(r.stderr.contains("backup starting"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\u{1b}'),
+        "escape sequences in a pipe: {:?}",
+        r.stderr.lines().next()
+    );
+}

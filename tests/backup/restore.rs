@@ -503,3 +503,63 @@ exit 1"#,
         "row data in the output:\n{all}"
     );
 }
+
+#[test]
+fn a_retried_restore_latest_restores_the_same_archive_not_the_first_tries_safety_backup() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    let backup = archives(dir.path()).pop().unwrap();
+    damage(&db);
+
+    let first = run(restore_cmd(&db, dir.path()).args(["latest", "--jobs", "1"])).ok();
+    first.says(&format!("archive {backup}"));
+    first.says("safety backup: eternia-backup-safety-");
+    // What CI, Slack and an operator do after a timeout: the same command again.
+    let again = run(restore_cmd(&db, dir.path()).args(["latest", "--jobs", "1"])).ok();
+    again.says(&format!("archive {backup}"));
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    assert_eq!(db.sql("SELECT to_regclass('intruder') IS NULL"), "t");
+
+    let listed = list_json(dir.path());
+    let kinds: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap(), b["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|(_, k)| *k == "safety").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&(backup.as_str(), "backup")), "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .all(|(n, k)| (*k == "safety") == n.starts_with("eternia-backup-safety-"))
+    );
+}
+
+#[test]
+fn a_safety_backup_is_restored_by_its_name_to_undo_a_restore() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    db.sql("INSERT INTO customers (id, name) SELECT g, 'after-backup-' || g FROM generate_series(1001, 1005) g");
+    let r = run(restore_cmd(&db, dir.path()).args(["latest", "--jobs", "1"])).ok();
+    let safety = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("safety backup: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+
+    run(restore_cmd(&db, dir.path()).args([safety.as_str(), "--jobs", "1", "--no-safety-backup"]))
+        .ok();
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "305",
+        "the undo brings back the replaced state"
+    );
+}

@@ -10,7 +10,7 @@ use super::S3Store;
 use crate::archive::ArchiveName;
 use crate::archive::name::SIDECAR_SUFFIX;
 use crate::error::Result;
-use crate::store::{BackupStore, StoredBackup};
+use crate::store::{BackupKind, BackupStore, StoredBackup};
 
 impl S3Store {
     /// True when an object exists under `key`.
@@ -96,6 +96,7 @@ impl S3Store {
                 size: *size,
                 compression: name.compression,
                 encrypted: name.encrypted,
+                kind: BackupKind::of(&name),
                 location: self.location(),
                 sha256: None,
             });
