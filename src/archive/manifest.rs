@@ -26,6 +26,9 @@ pub struct Manifest {
     pub database: DatabaseInfo,
     pub kubernetes: Option<KubernetesInfo>,
     pub entries: Vec<EntryDigest>,
+    /// A restore's safety backup (absent, and so false, in every other archive and in older ones).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub safety: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -276,7 +276,7 @@ async fn finish_archive(
         config_maps: e.config_maps,
         secrets: e.secrets,
     });
-    let (compression, encrypted) = (name.compression, name.encrypted);
+    let (compression, encrypted, safety) = (name.compression, name.encrypted, name.safety);
     let (manifest_name, database) = (file_name.clone(), dumped.database);
     let (sink, manifest, digest) = tokio::task::spawn_blocking(move || {
         dumped.writer.finish(|entries| Manifest {
@@ -289,6 +289,7 @@ async fn finish_archive(
             database,
             kubernetes,
             entries,
+            safety,
         })
     })
     .await

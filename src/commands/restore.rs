@@ -469,6 +469,17 @@ async fn restore_swap(
             });
         }
     };
+    // pg_dump leaves out what belongs to the database itself (settings, privileges, comment): carry it.
+    if exists
+        && let Err(e) = crate::postgres::database_state::copy(&mut conn, target, db, &scratch).await
+    {
+        let _ = pg::drop_database(&mut conn, target, &scratch).await;
+        return Err(Error::RestoreStep {
+            step: "carry the database settings over".into(),
+            source: Box::new(e),
+            hint: format!("the live database {db} was not touched"),
+        });
+    }
     // The rename is what changes the live database: only while the Lease is still ours.
     if let Some(Err(e)) = match lease {
         Some(l) => Some(l.ensure_held().await),

@@ -3,6 +3,7 @@
 //! the restore side: `pg_restore` streamed or from a file, database create/rename/empty, row-count
 //! checks (`restore`).
 
+pub mod database_state;
 pub mod dump;
 pub mod dump_offsets;
 pub mod restore;

@@ -197,26 +197,45 @@ pub async fn terminate_sessions(
     Ok(rows.len() as u64)
 }
 
+/// Creates `name`; `like` another database, with its owner, encoding and locale (from `template0`, so
+/// they may differ from the server's defaults).
 pub async fn create_database(
     conn: &mut PgConnection,
     target: &PgTarget,
     name: &str,
-    owner_like: Option<&str>,
+    like: Option<&str>,
 ) -> Result<()> {
-    let owner: Option<String> = match owner_like {
-        Some(db) => {
-            sqlx::query("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1")
-                .bind(db)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| target.error("cannot read the database owner", &e))?
-                .map(|r| r.get(0))
-        }
-        None => None,
-    };
     let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
-    if let Some(o) = owner {
-        sql.push_str(&format!(" OWNER {}", quote_ident(&o)));
+    if let Some(db) = like {
+        // As JSON: the locale columns differ between server versions (`daticulocale` became `datlocale`).
+        let row = sqlx::query(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), to_jsonb(d)::text \
+             FROM pg_database d WHERE datname = $1",
+        )
+        .bind(db)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| target.error(&format!("cannot read the owner and locale of {db}"), &e))?;
+        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let (owner, encoding, json): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let d: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        let field = |k: &str| d.get(k).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+        sql.push_str(&format!(
+            " OWNER {} TEMPLATE template0 ENCODING {}",
+            quote_ident(&owner),
+            lit(&encoding)
+        ));
+        for (column, option) in [("datcollate", "LC_COLLATE"), ("datctype", "LC_CTYPE")] {
+            if let Some(v) = field(column) {
+                sql.push_str(&format!(" {option} {}", lit(v)));
+            }
+        }
+        if field("datlocprovider") == Some("i")
+            && let Some(icu) = field("daticulocale").or_else(|| field("datlocale"))
+        {
+            sql.push_str(&format!(" LOCALE_PROVIDER icu ICU_LOCALE {}", lit(icu)));
+        }
     }
     sqlx::query(&sql)
         .execute(&mut *conn)

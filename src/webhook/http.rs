@@ -70,15 +70,18 @@ fn source(req: &HttpRequest, proxies: &TrustedProxies) -> Option<IpAddr> {
     Some(proxies.client(peer, forwarded))
 }
 
+fn state_of(req: &ServiceRequest) -> Data<Webhook> {
+    req.app_data::<Data<Webhook>>()
+        .cloned()
+        .expect("webhook state")
+}
+
 /// Per-source rate limit on the routes it wraps (the restore API and Slack).
 async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<Data<Webhook>>()
-        .cloned()
-        .expect("webhook state");
+    let state = state_of(&req);
     if state.rate.enabled()
         && let Some(ip) = source(req.request(), &state.proxies)
         && !state.rate.allow(ip, Instant::now())
@@ -96,10 +99,7 @@ async fn count_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<Data<Webhook>>()
-        .cloned()
-        .expect("webhook state");
+    let state = state_of(&req);
     let res = next.call(req).await?;
     let route = res
         .request()

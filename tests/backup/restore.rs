@@ -563,3 +563,84 @@ fn a_safety_backup_is_restored_by_its_name_to_undo_a_restore() {
         "the undo brings back the replaced state"
     );
 }
+
+#[test]
+fn swap_mode_keeps_the_database_level_settings_privileges_and_comment() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let role = unique("eb_app");
+    let name = &db.name;
+    psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE {role} LOGIN;
+             ALTER DATABASE {name} SET work_mem = '12MB';
+             ALTER DATABASE {name} SET search_path = \"$user\", billing, public;
+             ALTER ROLE {role} IN DATABASE {name} SET statement_timeout = '5s';
+             REVOKE ALL ON DATABASE {name} FROM PUBLIC;
+             GRANT CONNECT, TEMPORARY ON DATABASE {name} TO {role};
+             COMMENT ON DATABASE {name} IS 'the app''s database';
+             ALTER DATABASE {name} CONNECTION LIMIT 40"
+        ),
+    );
+    let state = || {
+        psql(
+            "postgres",
+            &format!(
+                "SELECT d.datconnlimit, shobj_description(d.oid, 'pg_database'),
+                        (SELECT string_agg(COALESCE(r.rolname, '*') || ':' || array_to_string(s.setconfig, ','), ';' ORDER BY 1)
+                           FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+                          WHERE s.setdatabase = d.oid),
+                        (SELECT string_agg(COALESCE(pg_get_userbyid(NULLIF(a.grantee, 0)), 'PUBLIC') || ':' || a.privilege_type, ',' ORDER BY 1)
+                           FROM aclexplode(d.datacl) a WHERE a.grantee <> d.datdba)
+                   FROM pg_database d WHERE d.datname = '{name}'"
+            ),
+        )
+    };
+    let before = state();
+    assert!(
+        before.contains("work_mem=12MB") && before.contains(&format!("{role}:CONNECT")),
+        "{before}"
+    );
+    run(&mut backup_cmd(&db, dir.path())).ok();
+
+    let r =
+        run(restore_cmd(&db, dir.path()).args(["latest", "--mode", "swap", "--no-safety-backup"]))
+            .ok();
+
+    assert_eq!(
+        state(),
+        before,
+        "the swapped-in database has the settings, privileges and comment"
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    let previous = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("previous database kept as "))
+        .unwrap()
+        .to_owned();
+    psql(
+        "postgres",
+        &format!("DROP DATABASE {previous} WITH (FORCE)"),
+    );
+    psql(
+        "postgres",
+        &format!(
+            "REVOKE ALL ON DATABASE {name} FROM {role}; ALTER ROLE {role} IN DATABASE {name} RESET ALL"
+        ),
+    );
+    // The role is left behind on purpose only if something above failed; here it goes.
+    let _ = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            &format!("DROP ROLE IF EXISTS {role}"),
+        ])
+        .output();
+}

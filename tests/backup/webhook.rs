@@ -194,6 +194,17 @@ impl TestApp {
         self.post_json("/v1/restores", token, body).await
     }
 
+    /// The statuses of restore requests with a bad token, one per path, in order.
+    async fn bad_token_statuses(&self, paths: &[&str]) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for path in paths {
+            let body = json!({"backup": "latest"});
+            let r = self.post_json(path, Some("bad-token"), body).await;
+            statuses.push(r.status().as_u16());
+        }
+        statuses
+    }
+
     /// `POST path` with a JSON body, the path sent exactly as written (percent-encoding kept).
     async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> reqwest::Response {
         let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
@@ -869,15 +880,7 @@ async fn a_source_over_the_rate_limit_gets_429_and_health_checks_are_never_limit
         ..Options::default()
     })
     .await;
-    let mut statuses = Vec::new();
-    for _ in 0..8 {
-        statuses.push(
-            app.post_restore(Some("bad-token"), json!({"backup": "latest"}))
-                .await
-                .status()
-                .as_u16(),
-        );
-    }
+    let statuses = app.bad_token_statuses(&["/v1/restores"; 8]).await;
     assert_eq!(statuses[..5], [401; 5]);
     assert_eq!(statuses[5..], [429; 3]);
     for _ in 0..10 {
@@ -899,22 +902,14 @@ async fn a_percent_encoded_path_is_rate_limited_as_the_route_it_reaches() {
         ..Options::default()
     })
     .await;
-    let mut statuses = Vec::new();
-    for path in [
+    let spellings = [
         "/v1/restores",
         "/%761/restores",
         "/v1/%72estores",
         "/v1//restores",
-    ] {
-        for _ in 0..2 {
-            statuses.push(
-                app.post_json(path, Some("bad-token"), json!({"backup": "latest"}))
-                    .await
-                    .status()
-                    .as_u16(),
-            );
-        }
-    }
+    ];
+    let twice: Vec<&str> = spellings.iter().flat_map(|p| [*p, *p]).collect();
+    let statuses = app.bad_token_statuses(&twice).await;
     // Every spelling reached the same route (401), and together they spent one source's burst.
     assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
     assert!(

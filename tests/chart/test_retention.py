@@ -55,3 +55,9 @@ def test_a_retention_string_that_is_not_a_positive_integer_fails_with_a_schema_e
 
 def test_a_negative_keep_count_fails_with_a_schema_error():
     assert "/retention/keepLast" in render_error("retention.keepLast=-2")
+
+
+def test_safety_backups_are_kept_a_week_by_default_and_the_days_are_configurable(default_render):
+    assert backup_env(default_render)["BACKUP_SAFETY_RETENTION_DAYS"] == "7"
+    assert backup_env(render("retention.safetyDays=30"))["BACKUP_SAFETY_RETENTION_DAYS"] == "30"
+    assert SCHEMA_ERROR in render_error("retention.safetyDays=0")

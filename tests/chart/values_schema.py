@@ -158,6 +158,7 @@ schema = {
             "keepDaily": i("Keep daily N.", 1, True),
             "keepWeekly": i("Keep weekly N.", 1, True),
             "keepMonthly": i("Keep monthly N.", 1, True),
+            "safetyDays": positive("Days a restore's safety backups are kept."),
         }, ["days"]),
         "encryption": obj({
             "recipients": strlist("age recipients.", pattern="^age1[0-9a-z]+$"),
