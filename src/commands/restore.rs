@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use crate::archive::codec::decoder_with_identity_file;
 use crate::archive::manifest::{Manifest, TableCount, chunk_number};
@@ -25,6 +25,10 @@ use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
 /// How often the restore looks at a restarted Deployment while it rolls out (a GET each time): the wait ends
 /// within this much of the rollout completing.
 const ROLLOUT_POLL: Duration = Duration::from_millis(500);
+
+/// A database whose new connections this restore refuses, and the limit to put back: a restore stopped
+/// by SIGTERM in the middle allows them again on its way out.
+static REFUSING: std::sync::Mutex<Option<(PgTarget, i32)>> = std::sync::Mutex::new(None);
 
 /// The archived ConfigMaps/Secrets are small (etcd caps objects at ~1.5 MiB); larger entries are cut.
 const MAX_OBJECT_BYTES: u64 = 4 << 20;
@@ -185,13 +189,36 @@ pub async fn restore_pass(
     identity: Option<PathBuf>,
     dump_file: Option<&Path>,
 ) -> Result<()> {
-    if let Some(file) = dump_file {
-        let (file, target) = (file.to_owned(), target.clone());
-        return tokio::task::spawn_blocking(move || pg::pg_restore_file(&file, &target, &opts))
-            .await
-            .expect("restore task");
-    }
-    let input = store.open(name).await?;
+    let input = match dump_file {
+        Some(file) => DumpInput::File(file.to_owned()),
+        None => DumpInput::Archive(store.open(name).await?),
+    };
+    load_dump(input, name, manifest, target, opts, identity).await
+}
+
+/// Where pg_restore reads the dump: the file written during verification, or the archive, opened.
+pub enum DumpInput {
+    File(PathBuf),
+    Archive(Box<dyn Read + Send>),
+}
+
+async fn load_dump(
+    input: DumpInput,
+    name: &str,
+    manifest: &Manifest,
+    target: &PgTarget,
+    opts: RestoreOptions,
+    identity: Option<PathBuf>,
+) -> Result<()> {
+    let input = match input {
+        DumpInput::File(file) => {
+            let target = target.clone();
+            return tokio::task::spawn_blocking(move || pg::pg_restore_file(&file, &target, &opts))
+                .await
+                .expect("restore task");
+        }
+        DumpInput::Archive(input) => input,
+    };
     let (manifest, target, name) = (manifest.clone(), target.clone(), name.to_owned());
     tokio::task::spawn_blocking(move || -> Result<()> {
         let decoded = decoder_with_identity_file(
@@ -226,6 +253,16 @@ pub async fn run(
             during: crate::interrupt::current_step().unwrap_or_else(|| "restoring".into()),
         }),
     };
+    let refusing = REFUSING.lock().expect("refusing lock").take();
+    if let Some((target, limit)) = refusing {
+        let reopened = async {
+            let mut conn = pg::maintenance(&target).await?;
+            pg::allow_connections(&mut conn, &target, &target.dbname, limit).await
+        };
+        if let Err(e) = reopened.await {
+            warn!(error = %e, "connections to the database are still refused");
+        }
+    }
     if let Some(g) = guard {
         g.release().await;
     }
@@ -412,16 +449,29 @@ struct Load<'a> {
 }
 
 impl Load<'_> {
+    /// Opens what pg_restore reads (the archive, from the bucket perhaps): before anything is changed, so
+    /// that a store that cannot be read fails the restore while the database is still whole.
+    async fn open(&self) -> Result<DumpInput> {
+        Ok(match self.dump_file {
+            Some(file) => DumpInput::File(file.to_owned()),
+            None => DumpInput::Archive(self.store.open(self.name).await?),
+        })
+    }
+
     /// Loads the dump into `into` and checks the row counts against the manifest.
     async fn load_into(&self, into: &PgTarget) -> Result<RowCheck> {
-        restore_pass(
-            self.store,
+        let input = self.open().await?;
+        self.load_opened(input, into).await
+    }
+
+    async fn load_opened(&self, input: DumpInput, into: &PgTarget) -> Result<RowCheck> {
+        load_dump(
+            input,
             self.name,
             self.manifest,
             into,
             self.opts.clone(),
             self.identity.clone(),
-            self.dump_file,
         )
         .await?;
         check_rows(into, self.manifest).await
@@ -429,20 +479,33 @@ impl Load<'_> {
 }
 
 /// Clean mode: into the database itself, created if missing, after ending its sessions and emptying it.
-/// Once it is emptied, a failure names the way back (`undo`).
+/// Everything that can fail first (the archive opened, the connections made) happens before the
+/// database is emptied; while it is emptied and loaded, new connections are refused (the application
+/// reconnecting must not write into a half-restored database) and allowed again afterwards, also on
+/// failure. Once it is emptied, a failure names the way back (`undo`).
 async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result<RowCheck> {
     let db = &target.dbname;
     let mut conn = pg::maintenance(target).await?;
     if !pg::database_exists(&mut conn, target, db).await? {
         pg::create_database(&mut conn, target, db, None).await?;
     }
+    let input = load.open().await?;
+    let closed = pg::refuse_connections(&mut conn, target, db).await?;
+    *REFUSING.lock().expect("refusing lock") = closed.map(|l| (target.clone(), l));
     pg::terminate_sessions(&mut conn, target, db).await?;
-    async {
+    let restored = async {
         pg::empty_database(target).await?;
-        load.load_into(target).await
+        load.load_opened(input, target).await
     }
-    .await
-    .map_err(|e| with_undo(e, undo))
+    .await;
+    if let Some(limit) = closed {
+        REFUSING.lock().expect("refusing lock").take();
+        let reopened = pg::allow_connections(&mut conn, target, db, limit).await;
+        if let (Ok(_), Err(e)) = (&restored, reopened) {
+            return Err(with_undo(e, undo));
+        }
+    }
+    restored.map_err(|e| with_undo(e, undo))
 }
 
 /// Swap mode: into a scratch database, checked, then renamed into place; the replaced database is kept

@@ -158,6 +158,68 @@ fn finish(Running(mut child, tail, _tracked): Running) -> Result<()> {
     })
 }
 
+/// Refuses new connections to `db` (`CONNECTION LIMIT 0`) and returns the limit to put back. Superusers
+/// are exempt from the limit, which is what lets the restoring role itself in; a restoring role that is
+/// not a superuser would lock itself out, so then nothing is changed (`None`) and the log says so.
+pub async fn refuse_connections(
+    conn: &mut PgConnection,
+    target: &PgTarget,
+    db: &str,
+) -> Result<Option<i32>> {
+    let row = sqlx::query(
+        "SELECT d.datconnlimit, r.rolsuper FROM pg_database d, pg_roles r \
+         WHERE d.datname = $1 AND r.rolname = current_user",
+    )
+    .bind(db)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| target.error(&format!("cannot read the connection limit of {db}"), &e))?;
+    let (limit, superuser): (i32, bool) = (row.get(0), row.get(1));
+    if !superuser {
+        warn!(
+            database = db,
+            "new connections stay allowed during the restore: the restoring role is not a superuser, and a \
+             connection limit of 0 would lock it out too; stop the application first (scale it to zero)"
+        );
+        return Ok(None);
+    }
+    sqlx::query(&format!(
+        "ALTER DATABASE {} CONNECTION LIMIT 0",
+        quote_ident(db)
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| target.error(&format!("cannot refuse new connections to {db}"), &e))?;
+    info!(
+        database = db,
+        "new connections refused until the restore ends"
+    );
+    Ok(Some(limit))
+}
+
+/// Puts the connection limit of `db` back to what [`refuse_connections`] found.
+pub async fn allow_connections(
+    conn: &mut PgConnection,
+    target: &PgTarget,
+    db: &str,
+    limit: i32,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "ALTER DATABASE {} CONNECTION LIMIT {limit}",
+        quote_ident(db)
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        target.error(
+            &format!("cannot allow connections to {db} again (run ALTER DATABASE {db} CONNECTION LIMIT {limit})"),
+            &e,
+        )
+    })?;
+    info!(database = db, "connections allowed again");
+    Ok(())
+}
+
 /// Connection to the maintenance database (`postgres`) of the same server.
 pub async fn maintenance(target: &PgTarget) -> Result<PgConnection> {
     connect(&target.with_database("postgres")).await

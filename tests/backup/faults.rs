@@ -712,3 +712,81 @@ fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_dump_a
     // SAFETY: signal 0 only asks whether the process exists.
     wait_for(|| unsafe { libc::kill(pg_restore_pid, 0) } != 0);
 }
+
+/// `psql -c select 1` into `db` as `role` (password `pw`): its stderr when the connection is refused.
+fn connect_as(role: &str, pw: &str, db: &str) -> Result<(), String> {
+    let out = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", role, "-d", db, "-tAc", "SELECT 1"])
+        .env("PGPASSWORD", pw)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn a_clean_restore_refuses_the_applications_new_connections_until_it_ends_also_when_it_fails() {
+    let (db, dir) = backed_up_then_changed();
+    let app = unique("eb_writer");
+    psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE {app} LOGIN PASSWORD 'app-pw'; ALTER DATABASE {} CONNECTION LIMIT 25",
+            db.name
+        ),
+    );
+    connect_as(&app, "app-pw", &db.name).expect("the application connects before the restore");
+
+    for fails in [false, true] {
+        let (tools, gate) = (tempdir(), Gate::new());
+        let tail = if fails {
+            "exit 1"
+        } else {
+            "exec pg_restore \"$@\""
+        };
+        let pg_restore = wrapper(
+            tools.path(),
+            "pg_restore-gated",
+            &format!("{}\n{tail}", gate.shell()),
+        );
+        let child = restore_in(&db, dir.path())
+            .env("PG_RESTORE_BIN", &pg_restore)
+            .args(["latest", "--jobs", "1", "--no-safety-backup"])
+            .spawn()
+            .unwrap();
+        gate.wait_reached();
+        // The database is emptied and being loaded: the application reconnecting is turned away.
+        let refused = connect_as(&app, "app-pw", &db.name).unwrap_err();
+        assert!(refused.contains("too many connections"), "{refused}");
+        gate.release();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.success(), !fails, "pg_restore failing: {fails}");
+        connect_as(&app, "app-pw", &db.name).expect("connections are allowed again afterwards");
+        assert_eq!(
+            psql(
+                "postgres",
+                &format!(
+                    "SELECT datconnlimit FROM pg_database WHERE datname = '{}'",
+                    db.name
+                )
+            ),
+            "25",
+            "the limit the database had is put back"
+        );
+    }
+    let _ = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            &format!("DROP ROLE IF EXISTS {app}"),
+        ])
+        .output();
+}
