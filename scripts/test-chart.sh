@@ -8,7 +8,9 @@
 #   3. kubernetes-validate the e2e manifests; the Argo CD Applications (argocd/eternia-*.yaml) against the
 #      Argo CD CRD schema (same validator)
 #   4. hadolint on the Dockerfile; shellcheck on scripts/*.sh and the workflows' run: blocks
-#   5. pytest tests/chart (assertions over the rendered YAML, the Argo CD files, the docs, the Dockerfile)
+#   5. pytest tests/chart (assertions over the rendered YAML, the Argo CD files, the docs, the Dockerfile), and
+#      the security scan: checkov with .ci/checkov.yaml over the default and the maximal render, offline
+#      (tests/chart/test_security_scan.py; its skips are explained in docs/security.md, "Scanner findings")
 # Runs every step, then exits non-zero if any failed. Usage: scripts/test-chart.sh [extra pytest args]
 set -uo pipefail
 

@@ -777,16 +777,5 @@ fn a_clean_restore_refuses_the_applications_new_connections_until_it_ends_also_w
             "the limit the database had is put back"
         );
     }
-    let _ = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            &format!("DROP ROLE IF EXISTS {app}"),
-        ])
-        .output();
+    drop_role(&app);
 }

@@ -102,6 +102,14 @@ impl Drop for TestDb {
     }
 }
 
+/// Drops a role a test created (best effort: a role still owning something stays, with a unique name).
+pub fn drop_role(role: &str) {
+    let _ = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+        .arg(format!("DROP ROLE IF EXISTS {role}"))
+        .output();
+}
+
 /// The binary with a clean environment: only what the test sets reaches it.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_eternia-backup"));

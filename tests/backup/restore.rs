@@ -631,16 +631,5 @@ fn swap_mode_keeps_the_database_level_settings_privileges_and_comment() {
         ),
     );
     // The role is left behind on purpose only if something above failed; here it goes.
-    let _ = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            &format!("DROP ROLE IF EXISTS {role}"),
-        ])
-        .output();
+    drop_role(&role);
 }
