@@ -20,7 +20,14 @@ use crate::store::Which;
 #[serde(untagged)]
 pub(super) enum BackupRef {
     Name(String),
-    Before { before: String },
+    Before(BeforeRef),
+}
+
+/// `{"before": "<RFC 3339>"}` and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BeforeRef {
+    before: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,7 +45,7 @@ struct RestoreRequest {
 pub(super) fn backup_arg(prefix: &str, r: &BackupRef) -> Result<String, ApiError> {
     let which = match r {
         BackupRef::Name(n) => Which::from_arg(n),
-        BackupRef::Before { before } => Which::Before(before.parse().map_err(|_| {
+        BackupRef::Before(BeforeRef { before }) => Which::Before(before.parse().map_err(|_| {
             ApiError::BadRequest(format!(
                 "backup.before {before:?} is not an RFC 3339 time (e.g. 2026-11-27T03:00:00Z)"
             ))

@@ -12,6 +12,11 @@ use super::jobs::JobError;
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A Slack request without a valid signature (no `WWW-Authenticate`: Slack signs, it sends no token).
+    #[error("{0}")]
+    SlackUnauthorized(&'static str),
+    #[error("the request body is larger than {0} bytes (WEBHOOK_BODY_LIMIT)")]
+    TooLarge(usize),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -44,6 +49,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => Some(
                 "send Authorization: Bearer <JWT> signed with the webhook's HS256 secret or a JWKS key",
             ),
+            ApiError::SlackUnauthorized(_) => Some(
+                "SLACK_SIGNING_SECRET must be the Slack app's signing secret, and the clocks within 5 minutes",
+            ),
             ApiError::Conflict(_) => Some(
                 "wait for it to finish (GET /v1/restores/{id}) or check `kubectl get jobs,lease -n <release namespace>`",
             ),
@@ -58,7 +66,8 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::SlackUnauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

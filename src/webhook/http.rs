@@ -100,12 +100,18 @@ async fn count_requests(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = state_of(&req);
-    let res = next.call(req).await?;
+    let res = next.call(req).await?.map_into_boxed_body();
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
     state.metrics.request(&route, res.status().as_u16());
+    // actix answers an oversized body in plain text: answer it as every other error, in JSON.
+    if res.status() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+        let (req, _) = res.into_parts();
+        let body = ApiError::TooLarge(state.body_limit).error_response();
+        return Ok(ServiceResponse::new(req, body).map_into_boxed_body());
+    }
     Ok(res)
 }
 

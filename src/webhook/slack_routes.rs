@@ -46,7 +46,7 @@ fn slack_verified<'a>(
             "slack",
             &format!("refused: {}", r.reason()),
         );
-        ApiError::Unauthorized("the Slack request signature is missing, stale or wrong")
+        ApiError::SlackUnauthorized("the Slack request signature is missing, stale or wrong")
     })
 }
 

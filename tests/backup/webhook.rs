@@ -869,7 +869,44 @@ async fn a_body_over_64_kib_is_refused_with_413_before_anything_else() {
     let big = json!({"backup": "latest", "reason": "x".repeat(70 * 1024)});
     let r = app.post_restore(Some(&hs256(&claims())), big).await;
     assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.expect("a JSON error, as every other");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("WEBHOOK_BODY_LIMIT"),
+        "{body}"
+    );
     assert!(app.jobs().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_before_reference_with_anything_else_in_it_is_refused() {
+    let app = spawn_app(Options::default()).await;
+    let body =
+        json!({"backup": {"before": "2026-11-27T03:00:00Z", "after": "2026-01-01T00:00:00Z"}});
+    let r = app.post_restore(Some(&hs256(&claims())), body).await;
+    assert_eq!(r.status(), 400);
+    assert!(app.jobs().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_slack_request_with_a_bad_signature_gets_401_without_a_bearer_challenge() {
+    let app = spawn_app(Options::default()).await;
+    let form = command_form("U_ALICE", "list", "", "trig-sig");
+    let r = app
+        .slack("/slack/commands", &form, now(), Some("text=tampered"))
+        .await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_none());
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap()
+            .contains("SLACK_SIGNING_SECRET"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
