@@ -74,6 +74,7 @@ fn main() {
             ),
             body_limit: 64 * 1024,
             poll_interval: Duration::from_secs(3600),
+            max_backup_age: Duration::from_secs(26 * 3600),
         };
         let jobs = RestoreJobs {
             client: cluster,

@@ -122,6 +122,12 @@ pub enum Error {
         hint: String,
     },
 
+    /// `status` found a store that is not OK: exit 1, for a monitoring check.
+    #[error(
+        "backups need attention: {stores}; check the backup CronJob's last runs (kubectl get jobs)"
+    )]
+    Unhealthy { stores: String },
+
     /// SIGTERM: the Job's deadline passed, or its pod was deleted. Exit code 143.
     #[error(
         "stopped by SIGTERM (the Job's deadline passed, or the pod or Job was deleted) while {during}; \

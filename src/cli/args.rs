@@ -58,6 +58,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Test-restore a backup into a scratch database, compare row counts, drop it.
     Drill(DrillArgs),
+    /// Is last night's backup there? Per store the newest backup, its age against BACKUP_MAX_AGE, its size and
+    /// the sizes before it, and whether a restore runs. Exit 0 when every store is OK, 1 otherwise.
+    Status(StatusArgs),
     /// Run the restore webhook: signed restore requests from CI (JWT) and Slack become restore Jobs.
     Serve(ServeArgs),
 }
@@ -342,6 +345,22 @@ pub struct ListArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    /// Age past which the newest backup is LATE (a daily schedule: 26h).
+    #[arg(long, env = "BACKUP_MAX_AGE", default_value = "26h", value_parser = parse_duration)]
+    pub max_age: std::time::Duration,
+    /// Do not ask the Kubernetes API whether a restore holds the Lease.
+    #[arg(long, env = "BACKUP_NO_KUBERNETES")]
+    pub no_kubernetes: bool,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Args, Clone)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub stores: StoreArgs,
@@ -473,6 +492,9 @@ pub struct ServeArgs {
     /// How often the backup metrics are refreshed from the stores.
     #[arg(long, env = "WEBHOOK_METRICS_REFRESH", default_value = "60s", value_parser = parse_duration)]
     pub metrics_refresh: std::time::Duration,
+    /// Age past which the newest backup is LATE in `GET /v1/status` and Slack's `status`.
+    #[arg(long, env = "BACKUP_MAX_AGE", default_value = "26h", value_parser = parse_duration)]
+    pub max_backup_age: std::time::Duration,
     /// How often a started restore Job is polled (for Slack progress and the restore metrics).
     #[arg(long, env = "WEBHOOK_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration, hide = true)]
     pub poll_interval: std::time::Duration,

@@ -424,6 +424,7 @@ pub fn webhook_config(global: &GlobalArgs, args: &ServeArgs) -> Result<WebhookCo
             ),
             body_limit: usize::try_from(args.body_limit).unwrap_or(usize::MAX),
             poll_interval: args.poll_interval,
+            max_backup_age: args.max_backup_age,
         },
         jobs: JobsConfig {
             lease_namespace: non_empty(&args.lease_namespace).unwrap_or_else(|| namespace.clone()),

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 pub use crate::units::{parse_duration, parse_size};
 pub use args::{Cli, Command};
 
-use crate::commands::{backup, drill, list, prune, restore, verify};
+use crate::commands::{backup, drill, list, prune, restore, status, verify};
 use crate::error::{Error, Result};
 use crate::kube::Cluster;
 use crate::store::{StoreSet, Which};
@@ -75,6 +75,27 @@ async fn until_stopped(work: impl std::future::Future<Output = Result<()>>) -> R
     }
 }
 
+/// Who holds the restore Lease, for `status` (a cluster that cannot be asked is said in the log, not
+/// an error: the backups are what `status` is about).
+async fn restore_holder(cluster: &Cluster, lease: &args::LeaseArgs) -> Option<String> {
+    let asked = async {
+        let client = cluster.client().await?;
+        crate::kube::lease::held_by(client, &lease.lease_namespace, &lease.lease_name).await
+    };
+    match asked.await {
+        Ok(holder) => holder.map(|h| {
+            format!(
+                "lease {}/{} held by {h}",
+                lease.lease_namespace, lease.lease_name
+            )
+        }),
+        Err(e) => {
+            warn!(error = %e, "cannot tell whether a restore runs (pass --no-kubernetes outside a cluster)");
+            None
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     let global = cli.global;
     let cluster = Cluster::default();
@@ -106,6 +127,36 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 }
             );
             Ok(())
+        }
+        Command::Status(args) => {
+            let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
+            let running = if args.no_kubernetes {
+                None
+            } else {
+                restore_holder(&cluster, &args.lease).await
+            };
+            let status = status::run(&stores, args.max_age, running).await?;
+            print!(
+                "{}",
+                match args.output {
+                    OutputFormat::Table => render::status(&status),
+                    OutputFormat::Json =>
+                        serde_json::to_string_pretty(&status).expect("status serializes") + "\n",
+                }
+            );
+            if status.healthy {
+                Ok(())
+            } else {
+                Err(Error::Unhealthy {
+                    stores: status
+                        .stores
+                        .iter()
+                        .filter(|s| s.health != status::Health::Ok)
+                        .map(|s| format!("{} {}", s.location, s.health.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
         }
         Command::Verify(args) => {
             let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;

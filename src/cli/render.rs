@@ -4,6 +4,7 @@ use crate::commands::backup::BackupSummary;
 use crate::commands::drill::DrillReport;
 use crate::commands::prune::PruneReport;
 use crate::commands::restore::RestoreSummary;
+use crate::commands::status::Status;
 use crate::commands::verify::VerifyReport;
 use crate::store::StoredBackup;
 use crate::units::human_size;
@@ -130,4 +131,47 @@ pub fn restore(s: &RestoreSummary) -> String {
         ));
     }
     out
+}
+
+pub fn status(s: &Status) -> String {
+    let mut out = format!(
+        "{:<40} {:<11} {:<44} {:>8} {:>10}  {}\n",
+        "STORE", "HEALTH", "NEWEST BACKUP", "AGE", "SIZE", "RECENT SIZES (NEWEST FIRST)"
+    );
+    for st in &s.stores {
+        let newest = st.newest.as_ref();
+        out.push_str(&format!(
+            "{:<40} {:<11} {:<44} {:>8} {:>10}  {}\n",
+            st.location,
+            st.health.as_str(),
+            newest.map_or("-", |b| b.name.as_str()),
+            st.age_seconds.map_or("-".into(), age),
+            newest.map_or("-".into(), |b| human_size(b.size)),
+            st.recent_sizes
+                .iter()
+                .map(|b| human_size(*b))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if let Some(e) = &st.error {
+            out.push_str(&format!("  {e}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "restore: {}\nLATE after {}\n",
+        s.restore_running.as_deref().unwrap_or("none running"),
+        age(s.max_age_seconds as i64)
+    ));
+    out
+}
+
+/// `3d4h`, `5h12m`, `40m`, `12s`.
+fn age(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m}m"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
 }

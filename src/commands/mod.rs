@@ -7,4 +7,5 @@ pub mod drill;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod status;
 pub mod verify;

@@ -205,16 +205,40 @@ pub(super) async fn list_backups(
         .body(crate::commands::list::render_json(&backups)))
 }
 
-pub(super) async fn all_backups(
-    state: &Webhook,
-) -> Result<Vec<crate::store::StoredBackup>, ApiError> {
-    let stores = state.stores.as_ref().ok_or_else(|| {
+fn stores(state: &Webhook) -> Result<&crate::store::StoreSet, ApiError> {
+    state.stores.as_ref().ok_or_else(|| {
         ApiError::Unavailable(
             "no backup store is configured here (BACKUP_DIR / S3_BUCKET); see the webhook's startup log".into(),
         )
-    })?;
-    stores
+    })
+}
+
+pub(super) async fn all_backups(
+    state: &Webhook,
+) -> Result<Vec<crate::store::StoredBackup>, ApiError> {
+    stores(state)?
         .list()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+/// `GET /v1/status`: what `eternia-backup status --output json` prints, with what the Jobs say runs.
+pub(super) async fn backup_status(
+    state: &Webhook,
+) -> Result<crate::commands::status::Status, ApiError> {
+    let running = match &state.jobs {
+        Ok(jobs) => jobs.running().await.ok().flatten(),
+        Err(_) => None,
+    };
+    crate::commands::status::run(stores(state)?, state.max_backup_age, running)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+pub(super) async fn get_status(
+    req: HttpRequest,
+    state: Data<Webhook>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &state, "status").await?;
+    Ok(HttpResponse::Ok().json(backup_status(&state).await?))
 }

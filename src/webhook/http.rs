@@ -14,7 +14,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Webhook;
-use super::api::{create_restore, list_backups, restore_status};
+use super::api::{create_restore, get_status, list_backups, restore_status};
 use super::error::ApiError;
 use super::jobs::RestoreJobs;
 use super::jwt::{Caller, Refusal};
@@ -50,7 +50,8 @@ pub fn app(
                 .wrap(from_fn(rate_limit))
                 .service(web::resource("/restores").post(create_restore))
                 .service(web::resource("/restores/{id}").get(restore_status))
-                .service(web::resource("/backups").get(list_backups)),
+                .service(web::resource("/backups").get(list_backups))
+                .service(web::resource("/status").get(get_status)),
         )
         .service(
             web::scope("/slack")

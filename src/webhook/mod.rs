@@ -67,6 +67,7 @@ pub struct Webhook {
     pub proxies: TrustedProxies,
     pub body_limit: usize,
     pub poll_interval: Duration,
+    pub max_backup_age: Duration,
     pub http: reqwest::Client,
 }
 
@@ -81,6 +82,8 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     pub body_limit: usize,
     pub poll_interval: Duration,
+    /// Age past which the newest backup is LATE (`GET /v1/status`, Slack `status`).
+    pub max_backup_age: Duration,
 }
 
 /// Where restore Jobs are made and the Lease they hold.
@@ -122,6 +125,7 @@ impl Webhook {
             proxies: settings.trusted_proxies,
             body_limit: settings.body_limit,
             poll_interval: settings.poll_interval,
+            max_backup_age: settings.max_backup_age,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()

@@ -4,6 +4,8 @@ use actix_web::HttpResponse;
 use serde_json::json;
 
 use super::jobs::{RestoreStatus, State};
+use crate::commands::status::{Health, Status};
+use crate::units::human_size;
 
 pub(super) fn progress_text(s: &RestoreStatus) -> String {
     let what = if s.dry_run { "Dry run" } else { "Restore" };
@@ -61,4 +63,29 @@ pub(super) fn confirm_blocks(
 
 pub(super) fn ephemeral(text: impl Into<String>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"response_type": "ephemeral", "text": text.into()}))
+}
+
+/// One line per store: its health and newest backup.
+pub(super) fn status_lines(s: &Status) -> String {
+    s.stores
+        .iter()
+        .map(|st| {
+            let icon = if st.health == Health::Ok {
+                ":white_check_mark:"
+            } else {
+                ":warning:"
+            };
+            let newest = match (&st.newest, st.age_seconds) {
+                (Some(b), Some(age)) => format!(
+                    "newest `{}` ({}, {} h old)",
+                    b.name,
+                    human_size(b.size),
+                    age / 3600
+                ),
+                _ => "no complete backup".into(),
+            };
+            format!("{icon} {} {}: {newest}", st.location, st.health.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

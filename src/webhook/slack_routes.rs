@@ -7,13 +7,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
-use super::api::{BackupRef, all_backups, backup_arg, key_hash, start_restore};
+use super::api::{BackupRef, all_backups, backup_arg, backup_status, key_hash, start_restore};
 use super::error::ApiError;
 use super::follow::{follow, post_to_slack};
 use super::http::audit;
 use super::jobs::{NewRestore, Started};
 use super::slack::{Command, Confirmation, Interaction, SlackRefusal, SlashCommand, USAGE};
-use super::slack_messages::{confirm_blocks, ephemeral, progress_text};
+use super::slack_messages::{confirm_blocks, ephemeral, progress_text, status_lines};
 use super::{SlackSettings, Webhook};
 
 /// Checks the Slack signature on the raw body; a refusal is counted, audited and answered with 401.
@@ -228,8 +228,12 @@ async fn slack_list(state: &Webhook) -> String {
 }
 
 async fn slack_status(state: &Webhook) -> String {
+    let backups = match backup_status(state).await {
+        Ok(s) => status_lines(&s),
+        Err(e) => format!(":x: {e}"),
+    };
     let Ok(jobs) = &state.jobs else {
-        return ":x: restores cannot be started here (no Kubernetes API)".into();
+        return format!("{backups}\n:x: restores cannot be started here (no Kubernetes API)");
     };
     let running = match jobs.running().await {
         Ok(Some(what)) => format!(":arrows_counterclockwise: {what}"),
@@ -239,9 +243,9 @@ async fn slack_status(state: &Webhook) -> String {
     let recent = jobs.recent(3).await.unwrap_or_default();
     let lines: Vec<String> = recent.iter().map(progress_text).collect();
     if lines.is_empty() {
-        running
+        format!("{backups}\n{running}")
     } else {
-        format!("{running}\nRecent:\n{}", lines.join("\n"))
+        format!("{backups}\n{running}\nRecent:\n{}", lines.join("\n"))
     }
 }
 

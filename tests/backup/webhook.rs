@@ -149,6 +149,7 @@ async fn spawn_app(o: Options) -> TestApp {
         trusted_proxies: eternia_backup::webhook::source::TrustedProxies::none(),
         body_limit: 64 * 1024,
         poll_interval: Duration::from_millis(100),
+        max_backup_age: Duration::from_secs(26 * 3600),
     };
     let jobs = RestoreJobs {
         client: cluster.clone(),
