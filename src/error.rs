@@ -150,6 +150,40 @@ impl Error {
         }
     }
 
+    /// Which step failed, for a notification's "Step" field.
+    pub fn step(&self) -> String {
+        match self {
+            Error::Config(_) => "configuration".into(),
+            Error::Database { .. } => "database".into(),
+            Error::Dump { .. } => "pg_dump".into(),
+            Error::Kubernetes { what, .. } => what.clone(),
+            Error::KubeCall(c) => c.what.clone(),
+            Error::Storage { what, .. } => (*what).into(),
+            Error::Archive { .. } => "archive".into(),
+            Error::S3 { op, .. } => format!("S3 {op}"),
+            Error::Restore { step, .. } | Error::RestoreStep { step, .. } => step.clone(),
+            Error::Retention { .. } => "retention".into(),
+            Error::Offsite { .. } => "off-site copy".into(),
+            _ => "eternia-backup".into(),
+        }
+    }
+
+    /// What to check, when the error says it apart from its message.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Database { hint, .. }
+            | Error::Dump { hint, .. }
+            | Error::Kubernetes { hint, .. }
+            | Error::Storage { hint, .. }
+            | Error::S3 { hint, .. }
+            | Error::Restore { hint, .. }
+            | Error::RestoreStep { hint, .. } => Some(hint),
+            Error::KubeCall(c) => Some(&c.hint),
+            Error::Archive { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
+
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
     }

@@ -135,6 +135,11 @@ pub struct DrillArgs {
     /// A file of SQL checks, `;`-separated, each returning one boolean that must be true.
     #[arg(long, env = "DRILL_CHECKS_FILE")]
     pub checks: Option<PathBuf>,
+    /// Slack incoming webhook notified when the drill fails (and when it passes with --notify-on-success).
+    #[arg(long, env = "NOTIFY_SLACK_WEBHOOK_URL", hide_env_values = true)]
+    pub notify_slack_webhook_url: Option<String>,
+    #[arg(long, env = "NOTIFY_ON_SUCCESS")]
+    pub notify_on_success: bool,
     #[arg(long, env = "AGE_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
     #[arg(long, env = "PG_RESTORE_BIN", default_value = "pg_restore")]

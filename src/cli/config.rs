@@ -278,8 +278,8 @@ pub fn backup_config(global: &GlobalArgs, args: &BackupArgs) -> Result<BackupCon
     Ok(cfg)
 }
 
-pub fn notifier(args: &BackupArgs) -> Option<Notifier> {
-    secret(&args.notify_slack_webhook_url).map(|u| Notifier::new(u, args.notify_on_success))
+pub fn notifier(url: &Option<String>, on_success: bool) -> Option<Notifier> {
+    secret(url).map(|u| Notifier::new(u, on_success))
 }
 
 pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<RestoreConfig> {

@@ -103,7 +103,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Backup(args) => {
             let cfg = config::backup_config(&global, &args)?;
             let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
-            let notifier = config::notifier(&args);
+            let notifier = config::notifier(&args.notify_slack_webhook_url, args.notify_on_success);
             let summary =
                 backup::run_and_notify(&cfg, &stores, &cluster, notifier.as_ref()).await?;
             print!("{}", render::backup(&summary));
@@ -182,7 +182,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Drill(args) => {
             let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
             let cfg = config::drill_config(&args)?;
-            let report = drill::run(&cfg, &stores).await?;
+            let notifier = config::notifier(&args.notify_slack_webhook_url, args.notify_on_success);
+            let report = drill::run_and_notify(&cfg, &stores, notifier.as_ref()).await?;
             print!("{}", render::drill(&report));
             if report.passed {
                 Ok(())

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::kube::Cluster;
 use crate::kube::export::{Export, ExportFilter};
 use crate::kube::lease::LeaseConfig;
-use crate::notify::Notifier;
+use crate::notify::{Message, Notifier};
 use crate::postgres::PgTarget;
 use crate::postgres::dump::{DumpOptions, dump_into};
 use crate::postgres::snapshot::Snapshot;
@@ -96,17 +96,36 @@ pub async fn run_and_notify(
 ) -> Result<BackupSummary> {
     let result = run(cfg, stores, cluster).await;
     let Some(n) = notifier else { return result };
-    match &result {
-        Ok(s) if n.on_success => {
-            n.send(&format!(":white_check_mark: {}", s.one_line()))
-                .await
-        }
-        Ok(_) | Err(Error::AlreadyRunning { .. } | Error::SkippedForRestore { .. }) => {}
-        Err(e @ Error::Offsite { .. }) => n.send(&format!(":warning: eternia-backup: {e}")).await,
-        Err(e) => {
-            n.send(&format!(":x: eternia-backup: backup FAILED: {e}"))
-                .await
-        }
+    let message = match &result {
+        Ok(s) if n.on_success => Some(
+            Message::new(
+                ":white_check_mark: Backup complete",
+                format!(":white_check_mark: {}", s.one_line()),
+            )
+            .field("Backup", format!("`{}`", s.name))
+            .field("Size", human_size(s.size))
+            .field("Duration", format!("{:.1} s", s.duration.as_secs_f64()))
+            .field("Stores", s.locations.join(", "))
+            .field("Database", format!("{} tables / {} rows", s.tables, s.rows))
+            .field(
+                "Kubernetes",
+                format!("{} ConfigMaps, {} Secrets", s.config_maps, s.secrets),
+            ),
+        ),
+        Ok(_) | Err(Error::AlreadyRunning { .. } | Error::SkippedForRestore { .. }) => None,
+        Err(e @ Error::Offsite { .. }) => Some(Message::failure(
+            ":warning: Off-site copy failed",
+            format!(":warning: eternia-backup: {e}"),
+            e,
+        )),
+        Err(e) => Some(Message::failure(
+            ":x: Backup FAILED",
+            format!(":x: eternia-backup: backup FAILED: {e}"),
+            e,
+        )),
+    };
+    if let Some(m) = message {
+        n.send_message(&m).await;
     }
     result
 }

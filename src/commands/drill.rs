@@ -8,6 +8,7 @@ use tracing::{instrument, warn};
 
 use crate::commands::restore::{Verified, restore_pass, unused_names, verified};
 use crate::error::{Error, Result};
+use crate::notify::{Message, Notifier};
 use crate::postgres::PgTarget;
 use crate::postgres::restore::{self as pg, Counting, RestoreOptions};
 use crate::store::{StoreSet, Which};
@@ -30,6 +31,54 @@ pub struct DrillReport {
     pub verify: Duration,
     pub restore: Duration,
     pub total: Duration,
+}
+
+/// A drill, then a notification: a failure (or an error) always, a pass with `--notify-on-success`.
+pub async fn run_and_notify(
+    cfg: &DrillConfig,
+    stores: &StoreSet,
+    notifier: Option<&Notifier>,
+) -> Result<DrillReport> {
+    let result = run(cfg, stores).await;
+    let Some(n) = notifier else { return result };
+    let message = match &result {
+        Ok(r) if r.passed && !n.on_success => None,
+        Ok(r) => {
+            let (headline, verdict) = if r.passed {
+                (":white_check_mark: Drill passed", "PASS")
+            } else {
+                (":x: Drill FAILED", "FAIL")
+            };
+            let mut m = Message::new(
+                headline,
+                format!(
+                    "drill {verdict} {}: {} problems",
+                    r.archive,
+                    r.problems.len()
+                ),
+            )
+            .field("Backup", format!("`{}`", r.archive))
+            .field("Verify", format!("{:.1} s", r.verify.as_secs_f64()))
+            .field(
+                "Restore and checks",
+                format!("{:.1} s", r.restore.as_secs_f64()),
+            )
+            .field("Scratch database", format!("`{}` (dropped)", r.scratch));
+            if !r.problems.is_empty() {
+                m = m.detail(r.problems.join("\n"));
+            }
+            Some(m)
+        }
+        Err(e) => Some(Message::failure(
+            ":x: Drill FAILED",
+            format!(":x: eternia-backup: drill FAILED: {e}"),
+            e,
+        )),
+    };
+    if let Some(m) = message {
+        n.send_message(&m).await;
+    }
+    result
 }
 
 #[instrument(skip_all, fields(database = %cfg.target))]

@@ -126,3 +126,106 @@ fn a_failing_notification_never_fails_the_backup() {
         .env("NOTIFY_ON_SUCCESS", "true"))
     .ok();
 }
+
+/// A Block Kit body within Slack's limits: a header, sections of fields and text, nothing over its size.
+fn assert_block_kit(body: &serde_json::Value) {
+    let blocks = body["blocks"].as_array().expect("blocks");
+    assert!(!blocks.is_empty() && blocks.len() <= 50, "{body}");
+    assert_eq!(blocks[0]["type"], "header");
+    let len = |v: &serde_json::Value| v.as_str().unwrap().chars().count();
+    assert!(len(&blocks[0]["text"]["text"]) <= 150);
+    for b in &blocks[1..] {
+        assert_eq!(b["type"], "section", "{b}");
+        if let Some(fields) = b["fields"].as_array() {
+            assert!(fields.len() <= 10 && fields.iter().all(|f| len(&f["text"]) <= 2000));
+        } else {
+            assert!(len(&b["text"]["text"]) <= 3000);
+        }
+    }
+    assert!(len(&body["text"]) <= 3000, "the fallback text too");
+}
+
+fn fields(body: &serde_json::Value) -> String {
+    body["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["fields"].as_array())
+        .flatten()
+        .map(|f| f["text"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_failure_is_posted_as_block_kit_with_the_step_and_what_to_check_and_no_secret() {
+    let (url, bodies) = fake_slack(200);
+    let dir = tempdir();
+    let tools = tempdir();
+    // pg_dump failing with a long error: the message stays within Slack's limits.
+    let long = "x".repeat(6000);
+    let pg_dump = fake_pg_dump(
+        tools.path(),
+        &format!("echo 'pg_dump: error: {long}' >&2; exit 1"),
+    );
+    let db = TestDb::with_sample_data();
+    run(backup_cmd(&db, dir.path())
+        .env("PG_DUMP_BIN", &pg_dump)
+        .env("NOTIFY_SLACK_WEBHOOK_URL", &url))
+    .failed(1);
+    let raw = bodies
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_block_kit(&body);
+    assert_eq!(body["blocks"][0]["text"]["text"], ":x: Backup FAILED");
+    let facts = fields(&body);
+    assert!(
+        facts.contains("*Step*\npg_dump") && facts.contains("*Check*"),
+        "{facts}"
+    );
+    assert!(
+        !raw.contains(&db.url()) && !raw.contains("XXXX"),
+        "no secret in the message: {raw}"
+    );
+}
+
+#[test]
+fn a_success_and_a_failed_drill_are_posted_with_their_facts() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let (url, bodies) = fake_slack(200);
+    run(backup_cmd(&db, dir.path())
+        .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
+        .env("NOTIFY_ON_SUCCESS", "true"))
+    .ok();
+    let body: serde_json::Value = serde_json::from_str(
+        &bodies
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_block_kit(&body);
+    let facts = fields(&body);
+    for label in ["*Backup*", "*Size*", "*Duration*", "*Stores*\nlocal:"] {
+        assert!(facts.contains(label), "{label} in {facts}");
+    }
+
+    let checks = dir.path().join("checks.sql");
+    std::fs::write(&checks, "SELECT count(*) = 1 FROM customers").unwrap();
+    run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
+        .args(["drill", "latest", "--checks", checks.to_str().unwrap()]))
+    .failed(1);
+    let body: serde_json::Value = serde_json::from_str(
+        &bodies
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_block_kit(&body);
+    assert_eq!(body["blocks"][0]["text"]["text"], ":x: Drill FAILED");
+    assert!(body.to_string().contains("check returned false"), "{body}");
+}
