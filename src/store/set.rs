@@ -4,7 +4,7 @@
 //! no caller looks inside it.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jiff::Timestamp;
 use tracing::{error, info, instrument};
@@ -59,11 +59,6 @@ impl StoreSet {
             _ => None,
         };
         Ok(StoreSet { local, s3 })
-    }
-
-    /// A set of exactly these stores (tests, and the webhook's listing).
-    pub fn of(local: Option<LocalStore>, s3: Option<S3Store>) -> StoreSet {
-        StoreSet { local, s3 }
     }
 
     /// Every store, the backup volume first.
@@ -307,15 +302,5 @@ impl Written<'_> {
             uploaded.push(b.name.clone());
         }
         Ok(uploaded)
-    }
-}
-
-impl ScratchSpace {
-    pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }

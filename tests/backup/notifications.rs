@@ -58,12 +58,7 @@ fn a_failed_backup_posts_the_error_to_slack() {
         .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
         .args(["backup", "--no-kubernetes"]))
     .failed(1);
-    let body: serde_json::Value = serde_json::from_str(
-        &bodies
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap(),
-    )
-    .unwrap();
+    let body = next_message(&bodies);
     let text = body["text"].as_str().unwrap();
     assert!(
         text.contains("backup FAILED") && text.contains("cannot connect"),
@@ -89,12 +84,7 @@ fn success_is_posted_only_when_asked_with_name_size_and_duration() {
         .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
         .env("NOTIFY_ON_SUCCESS", "true"))
     .ok();
-    let body: serde_json::Value = serde_json::from_str(
-        &bodies
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap(),
-    )
-    .unwrap();
+    let body = next_message(&bodies);
     let text = body["text"].as_str().unwrap();
     assert!(
         text.contains("eternia-backup-")
@@ -125,6 +115,16 @@ fn a_failing_notification_never_fails_the_backup() {
         .env("NOTIFY_SLACK_WEBHOOK_URL", "http://127.0.0.1:1/hook")
         .env("NOTIFY_ON_SUCCESS", "true"))
     .ok();
+}
+
+/// The next message the stand-in received (5 s at most).
+fn next_message(bodies: &mpsc::Receiver<String>) -> serde_json::Value {
+    serde_json::from_str(
+        &bodies
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// A Block Kit body within Slack's limits: a header, sections of fields and text, nothing over its size.
@@ -199,12 +199,7 @@ fn a_success_and_a_failed_drill_are_posted_with_their_facts() {
         .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
         .env("NOTIFY_ON_SUCCESS", "true"))
     .ok();
-    let body: serde_json::Value = serde_json::from_str(
-        &bodies
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap(),
-    )
-    .unwrap();
+    let body = next_message(&bodies);
     assert_block_kit(&body);
     let facts = fields(&body);
     for label in ["*Backup*", "*Size*", "*Duration*", "*Stores*\nlocal:"] {
@@ -219,12 +214,7 @@ fn a_success_and_a_failed_drill_are_posted_with_their_facts() {
         .env("NOTIFY_SLACK_WEBHOOK_URL", &url)
         .args(["drill", "latest", "--checks", checks.to_str().unwrap()]))
     .failed(1);
-    let body: serde_json::Value = serde_json::from_str(
-        &bodies
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap(),
-    )
-    .unwrap();
+    let body = next_message(&bodies);
     assert_block_kit(&body);
     assert_eq!(body["blocks"][0]["text"]["text"], ":x: Drill FAILED");
     assert!(body.to_string().contains("check returned false"), "{body}");
