@@ -57,6 +57,17 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// `3d4h`, `5h12m`, `40m`, `12s`.
+pub fn human_age(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m}m"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{human_size, parse_duration, parse_size};

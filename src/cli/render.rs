@@ -7,7 +7,7 @@ use crate::commands::restore::RestoreSummary;
 use crate::commands::status::Status;
 use crate::commands::verify::VerifyReport;
 use crate::store::StoredBackup;
-use crate::units::human_size;
+use crate::units::{human_age, human_size};
 
 pub fn list_table(backups: &[StoredBackup]) -> String {
     let mut out = format!(
@@ -145,7 +145,7 @@ pub fn status(s: &Status) -> String {
             st.location,
             st.health.as_str(),
             newest.map_or("-", |b| b.name.as_str()),
-            st.age_seconds.map_or("-".into(), age),
+            st.age_seconds.map_or("-".into(), human_age),
             newest.map_or("-".into(), |b| human_size(b.size)),
             st.recent_sizes
                 .iter()
@@ -160,18 +160,7 @@ pub fn status(s: &Status) -> String {
     out.push_str(&format!(
         "restore: {}\nLATE after {}\n",
         s.restore_running.as_deref().unwrap_or("none running"),
-        age(s.max_age_seconds as i64)
+        human_age(s.max_age_seconds as i64)
     ));
     out
-}
-
-/// `3d4h`, `5h12m`, `40m`, `12s`.
-fn age(secs: i64) -> String {
-    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{secs}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, m) => format!("{h}h{m}m"),
-        (d, h, _) => format!("{d}d{h}h"),
-    }
 }

@@ -253,16 +253,8 @@ pub async fn run(
             during: crate::interrupt::current_step().unwrap_or_else(|| "restoring".into()),
         }),
     };
-    let refusing = REFUSING.lock().expect("refusing lock").take();
-    if let Some((target, limit)) = refusing {
-        let reopened = async {
-            let mut conn = pg::maintenance(&target).await?;
-            pg::allow_connections(&mut conn, &target, &target.dbname, limit).await
-        };
-        if let Err(e) = reopened.await {
-            warn!(error = %e, "connections to the database are still refused");
-        }
-    }
+    // A restore stopped midway (SIGTERM) left them refused: allow them again (a failure is logged).
+    let _ = reopen_connections().await;
     if let Some(g) = guard {
         g.release().await;
     }
@@ -275,13 +267,6 @@ async fn restore_locked(
     cluster: &Cluster,
     lease: Option<&LeaseGuard>,
 ) -> Result<RestoreSummary> {
-    // Before each step that changes something: still ours? (Two restores must never both write.)
-    let still_held = || async {
-        match lease {
-            Some(l) => l.ensure_held().await,
-            None => Ok(()),
-        }
-    };
     let started = Instant::now();
     let (store, backup) = stores.resolve(&cfg.which).await?;
     let name = backup.name.clone();
@@ -329,7 +314,7 @@ async fn restore_locked(
         return Ok(summary);
     }
 
-    still_held().await?;
+    still_ours(lease).await?;
     crate::interrupt::step("taking the safety backup (nothing was changed)");
     if let Some(safety) = &cfg.safety {
         let s = backup::run(safety, stores, cluster)
@@ -360,7 +345,7 @@ async fn restore_locked(
         identity: &cfg.identity_file,
         dump_file,
     };
-    still_held().await?;
+    still_ours(lease).await?;
     crate::interrupt::step(match cfg.mode {
         Mode::Clean => format!(
             "loading the database {} (clean mode: it is incomplete); {undo}",
@@ -383,7 +368,7 @@ async fn restore_locked(
     }
 
     if let Some((client, k)) = kube {
-        still_held().await.map_err(|e| with_undo(e, &undo))?;
+        still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
         crate::interrupt::step(format!(
             "applying the ConfigMaps/Secrets and restarting the Deployments (the database is restored); {undo}"
         ));
@@ -498,14 +483,38 @@ async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result
         load.load_opened(input, target).await
     }
     .await;
-    if let Some(limit) = closed {
-        REFUSING.lock().expect("refusing lock").take();
-        let reopened = pg::allow_connections(&mut conn, target, db, limit).await;
-        if let (Ok(_), Err(e)) = (&restored, reopened) {
-            return Err(with_undo(e, undo));
-        }
+    let reopened = reopen_connections().await;
+    match (restored, reopened) {
+        (Ok(check), Ok(())) => Ok(check),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(with_undo(e, undo)),
     }
-    restored.map_err(|e| with_undo(e, undo))
+}
+
+/// Allows connections again to the database this restore refused them to, if any. A failure is logged
+/// (the error names the statement to run by hand) and returned.
+async fn reopen_connections() -> Result<()> {
+    let refusing = REFUSING.lock().expect("refusing lock").take();
+    let Some((target, limit)) = refusing else {
+        return Ok(());
+    };
+    let reopened = async {
+        let mut conn = pg::maintenance(&target).await?;
+        pg::allow_connections(&mut conn, &target, &target.dbname, limit).await
+    }
+    .await;
+    if let Err(e) = &reopened {
+        warn!(error = %e, "connections to the database are still refused");
+    }
+    reopened
+}
+
+/// Before each step that changes something: is the Lease still this restore's? (Two restores must never
+/// both write.) Without Kubernetes there is no Lease to lose.
+async fn still_ours(lease: Option<&LeaseGuard>) -> Result<()> {
+    match lease {
+        Some(l) => l.ensure_held().await,
+        None => Ok(()),
+    }
 }
 
 /// Swap mode: into a scratch database, checked, then renamed into place; the replaced database is kept
@@ -544,10 +553,7 @@ async fn restore_swap(
         });
     }
     // The rename is what changes the live database: only while the Lease is still ours.
-    if let Some(Err(e)) = match lease {
-        Some(l) => Some(l.ensure_held().await),
-        None => None,
-    } {
+    if let Err(e) = still_ours(lease).await {
         let _ = pg::drop_database(&mut conn, target, &scratch).await;
         return Err(e);
     }

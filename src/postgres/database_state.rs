@@ -35,13 +35,15 @@ fn setting_value(name: &str, value: &str) -> String {
     }
 }
 
-/// The statements that give database `to` the database-level state `from` has now.
+/// The statements that give database `to` the database-level state `from` has now, each with what it
+/// carries over as an error may name it: never a value (a setting such as PostgREST's `app.jwt_secret`
+/// can hold a secret).
 pub async fn statements_to_copy(
     conn: &mut PgConnection,
     target: &PgTarget,
     from: &str,
     to: &str,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, String)>> {
     let err =
         |what: &str, e: &sqlx::Error| target.error(&format!("cannot read {what} of {from}"), e);
     let to_q = quote_ident(to);
@@ -58,12 +60,15 @@ pub async fn statements_to_copy(
     let (limit, has_acl, comment): (i32, bool, Option<String>) =
         (row.get(0), row.get(1), row.get(2));
     if limit >= 0 {
-        out.push(format!("ALTER DATABASE {to_q} CONNECTION LIMIT {limit}"));
+        out.push((
+            "connection limit".into(),
+            format!("ALTER DATABASE {to_q} CONNECTION LIMIT {limit}"),
+        ));
     }
     if let Some(c) = comment {
-        out.push(format!(
-            "COMMENT ON DATABASE {to_q} IS {}",
-            quote_literal(&c)
+        out.push((
+            "comment".into(),
+            format!("COMMENT ON DATABASE {to_q} IS {}", quote_literal(&c)),
         ));
     }
 
@@ -84,16 +89,25 @@ pub async fn statements_to_copy(
         };
         let set = format!("SET {} = {}", quote_ident(name), setting_value(name, value));
         out.push(if role.is_empty() {
-            format!("ALTER DATABASE {to_q} {set}")
+            (
+                format!("setting {name}"),
+                format!("ALTER DATABASE {to_q} {set}"),
+            )
         } else {
-            format!("ALTER ROLE {} IN DATABASE {to_q} {set}", quote_ident(&role))
+            (
+                format!("setting {name} of role {role}"),
+                format!("ALTER ROLE {} IN DATABASE {to_q} {set}", quote_ident(&role)),
+            )
         });
     }
 
     if has_acl {
         // The new database starts with the defaults (PUBLIC may connect and create temporary tables):
         // take them away, then grant exactly what the live one grants.
-        out.push(format!("REVOKE ALL ON DATABASE {to_q} FROM PUBLIC"));
+        out.push((
+            "privileges of PUBLIC".into(),
+            format!("REVOKE ALL ON DATABASE {to_q} FROM PUBLIC"),
+        ));
         let grants = sqlx::query(
             "SELECT COALESCE(pg_get_userbyid(NULLIF(a.grantee, 0)), ''), a.privilege_type, a.is_grantable \
              FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1 AND a.grantee <> d.datdba \
@@ -111,9 +125,12 @@ pub async fn statements_to_copy(
             } else {
                 quote_ident(&grantee)
             };
-            out.push(format!(
-                "GRANT {privilege} ON DATABASE {to_q} TO {to_whom}{}",
-                if grantable { " WITH GRANT OPTION" } else { "" }
+            out.push((
+                format!("privilege {privilege} of {to_whom}"),
+                format!(
+                    "GRANT {privilege} ON DATABASE {to_q} TO {to_whom}{}",
+                    if grantable { " WITH GRANT OPTION" } else { "" }
+                ),
             ));
         }
     }
@@ -123,10 +140,10 @@ pub async fn statements_to_copy(
 /// Gives `to` the database-level state of `from` (see [`statements_to_copy`]).
 pub async fn copy(conn: &mut PgConnection, target: &PgTarget, from: &str, to: &str) -> Result<()> {
     let statements = statements_to_copy(conn, target, from, to).await?;
-    for sql in &statements {
+    for (what, sql) in &statements {
         sqlx::query(sql).execute(&mut *conn).await.map_err(|e| {
             target.error(
-                &format!("cannot carry the database settings over ({sql})"),
+                &format!("cannot carry the {what} of {from} over to {to}"),
                 &e,
             )
         })?;

@@ -63,14 +63,7 @@ impl StoreSet {
 
     /// Every store, the backup volume first.
     pub fn all(&self) -> Vec<&dyn BackupStore> {
-        let mut v: Vec<&dyn BackupStore> = Vec::new();
-        if let Some(l) = &self.local {
-            v.push(l);
-        }
-        if let Some(s) = &self.s3 {
-            v.push(s);
-        }
-        v
+        self.by_kind().into_iter().map(|(_, s)| s).collect()
     }
 
     /// Each store with its kind (`local`, `s3`), for the metrics.

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::jobs::{RestoreStatus, State};
 use crate::commands::status::{Health, Status};
-use crate::units::human_size;
+use crate::units::{human_age, human_size};
 
 pub(super) fn progress_text(s: &RestoreStatus) -> String {
     let what = if s.dry_run { "Dry run" } else { "Restore" };
@@ -77,10 +77,10 @@ pub(super) fn status_lines(s: &Status) -> String {
             };
             let newest = match (&st.newest, st.age_seconds) {
                 (Some(b), Some(age)) => format!(
-                    "newest `{}` ({}, {} h old)",
+                    "newest `{}` ({}, {} old)",
                     b.name,
                     human_size(b.size),
-                    age / 3600
+                    human_age(age)
                 ),
                 _ => "no complete backup".into(),
             };
