@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::name::Compression;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this version reads (1: no `database/globals.json`, no `pg_dump_version`).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_ENTRY: &str = "manifest.json";
 pub const DUMP_CHUNK_PREFIX: &str = "database/pgdump.";
 /// The manifest is small; anything larger is not one of ours and is refused without reading it whole.
@@ -36,6 +38,9 @@ pub struct Manifest {
 pub struct DatabaseInfo {
     pub name: String,
     pub server_version: String,
+    /// The `pg_dump` that wrote the dump (format 2 on; absent when it could not be told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_dump_version: Option<String>,
     /// `custom` (pg_dump -Fc -Z0), split into `database/pgdump.NNNNNN` chunks.
     pub dump_format: String,
     pub dump_bytes: u64,

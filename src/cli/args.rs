@@ -119,6 +119,11 @@ pub struct RestoreArgs {
     /// process may use) when the volume has room for the dump and a safety backup, else 1.
     #[arg(long, env = "RESTORE_JOBS")]
     pub jobs: Option<u32>,
+    #[command(
+        flatten,
+        next_help_heading = "Ownership and roles (managed PostgreSQL, a new server)"
+    )]
+    pub ownership: OwnershipArgs,
     /// How the safety backup is written (as a scheduled backup is).
     #[command(flatten, next_help_heading = "Safety backup")]
     pub safety: ArchiveArgs,
@@ -503,4 +508,36 @@ pub struct ServeArgs {
     /// How often a started restore Job is polled (for Slack progress and the restore metrics).
     #[arg(long, env = "WEBHOOK_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration, hide = true)]
     pub poll_interval: std::time::Duration,
+}
+
+/// Who owns the restored objects, and the roles a restore into a new server creates.
+#[derive(Args, Debug, Clone)]
+pub struct OwnershipArgs {
+    /// Do not give the restored objects their backed-up owners: they belong to the restoring role (or
+    /// `--role`). For a managed server where the restoring role may not act as the owners.
+    #[arg(long, env = "RESTORE_NO_OWNER")]
+    pub no_owner: bool,
+    /// Do not restore privileges (GRANT/REVOKE on the restored objects).
+    #[arg(long, env = "RESTORE_NO_PRIVILEGES")]
+    pub no_privileges: bool,
+    /// Role to restore as (`SET ROLE`): the objects created belong to it.
+    #[arg(long = "role", env = "RESTORE_ROLE")]
+    pub role: Option<String>,
+    /// `OLD=NEW`: what role OLD owned in the backup, role NEW owns once restored; the other owners are
+    /// kept (repeat the flag, or comma-separate in RESTORE_OWNER_MAP). OLD need not exist on the server.
+    #[arg(
+        long = "owner-map",
+        env = "RESTORE_OWNER_MAP",
+        value_delimiter = ',',
+        conflicts_with = "no_owner"
+    )]
+    pub owner_map: Vec<String>,
+    /// Do not create the roles the backup needs that the server lacks (they are created by default,
+    /// without passwords unless --role-passwords-dir has one).
+    #[arg(long, env = "RESTORE_NO_CREATE_ROLES")]
+    pub no_create_roles: bool,
+    /// Directory with one file per role name holding the password a created role gets (a Secret
+    /// mounted as a volume). Existing roles are never changed.
+    #[arg(long, env = "RESTORE_ROLE_PASSWORDS_DIR")]
+    pub role_passwords_dir: Option<PathBuf>,
 }

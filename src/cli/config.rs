@@ -8,15 +8,15 @@ use secrecy::SecretString;
 
 use super::args::{
     ArchiveArgs, BackupArgs, ChecksumArg, CompressionArg, DatabaseArgs, DrillArgs, GlobalArgs,
-    KubernetesArgs, LeaseArgs, LogFormatArg, ModeArg, PruneArgs, RestoreArgs, RetentionArgs,
-    ServeArgs, StoreArg, StoreArgs,
+    KubernetesArgs, LeaseArgs, LogFormatArg, ModeArg, OwnershipArgs, PruneArgs, RestoreArgs,
+    RetentionArgs, ServeArgs, StoreArg, StoreArgs,
 };
 use crate::archive::Compression;
 use crate::archive::codec::{EncodeOptions, parse_recipients};
 use crate::commands::backup::{BackupConfig, KubernetesSource};
 use crate::commands::drill::DrillConfig;
 use crate::commands::prune::PruneConfig;
-use crate::commands::restore::{KubeRestore, Mode, RestoreConfig};
+use crate::commands::restore::{KubeRestore, Mode, RestoreConfig, RolesConfig};
 use crate::error::{Error, Result};
 use crate::kube::export::ExportFilter;
 use crate::kube::lease::LeaseConfig;
@@ -24,6 +24,7 @@ use crate::kube::selector::Selector;
 use crate::notify::Notifier;
 use crate::postgres::PgTarget;
 use crate::postgres::dump::DumpOptions;
+use crate::postgres::restore::Ownership;
 use crate::retention::Policy;
 use crate::store::s3::{ChecksumMode, MIN_PART_SIZE, S3Settings, Sse};
 use crate::store::{StoreChoice, StoreConfig, Which};
@@ -330,6 +331,39 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
         jobs: args.jobs.map(|j| j.clamp(1, 64)),
         lease: (with_kubernetes && !args.dry_run).then(|| lease_config(&args.lease)),
         kubernetes,
+        ownership: ownership(&args.ownership)?,
+        roles: RolesConfig {
+            create: !args.ownership.no_create_roles,
+            passwords_dir: args.ownership.role_passwords_dir.clone(),
+        },
+    })
+}
+
+/// `--no-owner`, `--no-privileges`, `--role`, `--owner-map OLD=NEW`.
+fn ownership(args: &OwnershipArgs) -> Result<Ownership> {
+    let mut owner_map = Vec::new();
+    for item in args
+        .owner_map
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        match item.split_once('=') {
+            Some((old, new)) if !old.trim().is_empty() && !new.trim().is_empty() => {
+                owner_map.push((old.trim().to_owned(), new.trim().to_owned()))
+            }
+            _ => {
+                return Err(Error::config(format!(
+                    "--owner-map {item:?} is not OLD=NEW (two role names, e.g. app_owner=tenant_admin)"
+                )));
+            }
+        }
+    }
+    Ok(Ownership {
+        no_owner: args.no_owner,
+        no_privileges: args.no_privileges,
+        role: non_empty(&args.role),
+        owner_map,
     })
 }
 

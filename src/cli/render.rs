@@ -124,6 +124,41 @@ pub fn restore(s: &RestoreSummary) -> String {
         if let Some(p) = &s.previous_database {
             line(format!("previous database kept as {p}"));
         }
+        if s.database_created {
+            line(format!(
+                "database created as the backup recorded it (it did not exist on this server; to undo: \
+                 DROP DATABASE {})",
+                s.database.rsplit('/').next().unwrap_or(&s.database)
+            ));
+        }
+        let r = &s.roles;
+        if !r.created.is_empty() {
+            line(format!("roles created: {}", r.created.join(", ")));
+            let without: Vec<&str> = r
+                .created
+                .iter()
+                .filter(|c| !r.with_password.contains(c))
+                .map(String::as_str)
+                .collect();
+            if !without.is_empty() {
+                line(format!(
+                    "roles created without a password (set one, or give it in --role-passwords-dir): {}",
+                    without.join(", ")
+                ));
+            }
+        }
+        for n in &r.not_given {
+            line(format!("role not as in the backup: {n}"));
+        }
+        for n in &r.left_alone {
+            line(format!("existing role left as it is: {n}"));
+        }
+        if s.owners_mapped > 0 {
+            line(format!(
+                "objects given to a new owner (--owner-map): {}",
+                s.owners_mapped
+            ));
+        }
         line(format!(
             "restore of {} complete in {:.1}s",
             s.archive,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use crate::archive::ArchiveName;
 use crate::archive::codec::EncodeOptions;
@@ -23,6 +23,7 @@ use crate::kube::lease::LeaseConfig;
 use crate::notify::{Message, Notifier};
 use crate::postgres::PgTarget;
 use crate::postgres::dump::{DumpOptions, dump_into};
+use crate::postgres::globals::{GLOBALS_ENTRY, Globals};
 use crate::postgres::snapshot::Snapshot;
 use crate::retention::Policy;
 use crate::store::set::Destinations;
@@ -158,7 +159,9 @@ pub async fn run(
         });
     }
     // Preflight: reach the database (and take the snapshot) before creating anything on the volume.
-    let snapshot = Snapshot::open(&cfg.target).await?;
+    let mut snapshot = Snapshot::open(&cfg.target).await?;
+    let pg_dump_version = dump_client_version(cfg, &snapshot.server_version)?;
+    let globals = snapshot.globals(&cfg.target).await?;
     let export = match (&cfg.kubernetes, client) {
         (Some(k), Some(client)) => {
             Some(crate::kube::export::export_namespace(client, &k.namespace, &k.filter).await?)
@@ -167,7 +170,12 @@ pub async fn run(
     };
 
     let sink = destinations.create(&name)?;
-    let dumped = write_archive(cfg, sink, snapshot, export.as_ref(), created, &file_name).await?;
+    let contents = Contents {
+        export: export.as_ref(),
+        globals: &globals,
+        pg_dump_version,
+    };
+    let dumped = write_archive(cfg, sink, snapshot, contents, created, &file_name).await?;
     let sidecar = finish_archive(dumped, &name, created, export.as_ref()).await?;
     let written = destinations.written();
 
@@ -231,13 +239,35 @@ struct Dumped {
     database: DatabaseInfo,
 }
 
-/// Streams the exported objects and `pg_dump` (in the snapshot) into the archive, while the row counts
-/// are taken in the same snapshot.
+/// What goes into the archive besides the dump.
+struct Contents<'a> {
+    export: Option<&'a Export>,
+    globals: &'a Globals,
+    pg_dump_version: Option<String>,
+}
+
+/// The version of the `pg_dump` that will run, refused when older than the server (it would fail, or
+/// miss what the newer server has). A `pg_dump` that does not say is run anyway, its version unrecorded.
+fn dump_client_version(cfg: &BackupConfig, server_version: &str) -> Result<Option<String>> {
+    match crate::postgres::version::client_version(&cfg.dump.pg_dump) {
+        Ok(v) => {
+            crate::postgres::version::check_dump_client(&v, server_version, &cfg.dump.pg_dump)?;
+            Ok(Some(v))
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot tell pg_dump's version; it is not recorded in the manifest");
+            Ok(None)
+        }
+    }
+}
+
+/// Streams the exported objects, the globals and `pg_dump` (in the snapshot) into the archive, while
+/// the row counts are taken in the same snapshot.
 async fn write_archive(
     cfg: &BackupConfig,
     sink: Box<dyn ArchiveSink>,
     mut snapshot: Snapshot,
-    export: Option<&Export>,
+    contents: Contents<'_>,
     created: Timestamp,
     file_name: &str,
 ) -> Result<Dumped> {
@@ -253,13 +283,18 @@ async fn write_archive(
         cfg.encode.clone(),
         snapshot.id.clone(),
     );
-    let objects = export.map(|e| e.objects.clone()).unwrap_or_default();
+    let objects = contents
+        .export
+        .map(|e| e.objects.clone())
+        .unwrap_or_default();
+    let globals = serde_json::to_vec_pretty(contents.globals).expect("globals serialise");
     let writing = tokio::task::spawn_blocking(move || -> Result<_> {
         let write_err = |e| Error::storage("cannot write archive", "the archive being written", e);
         let mut w = ArchiveWriter::new(sink, &encode, created).map_err(write_err)?;
         for obj in &objects {
             w.append(&obj.path, &obj.yaml, None).map_err(write_err)?;
         }
+        w.append(GLOBALS_ENTRY, &globals, None).map_err(write_err)?;
         let stats = dump_into(&mut w, &target, Some(&snapshot_id), &dump_opts, &progress)?;
         Ok((w, stats))
     });
@@ -274,6 +309,7 @@ async fn write_archive(
         database: DatabaseInfo {
             name,
             server_version,
+            pg_dump_version: contents.pg_dump_version,
             dump_format: "custom".into(),
             dump_bytes: stats.bytes,
             chunks: stats.chunks,

@@ -102,7 +102,7 @@ pub async fn run(cfg: &DrillConfig, stores: &StoreSet) -> Result<DrillReport> {
             &into,
             RestoreOptions {
                 pg_restore: cfg.pg_restore.clone(),
-                clean: false,
+                ownership: Default::default(),
                 jobs: 1,
             },
             identity.clone(),

@@ -1,6 +1,8 @@
-//! `eternia-backup restore`. Order of work: find → verify every checksum (nothing is changed before this
-//! passes) → safety backup of the current state → restore the database (clean or swap) → row counts
-//! equal the manifest's → apply ConfigMaps/Secrets → rollout restart → wait → summary.
+//! `eternia-backup restore`. Order of work: find → versions checked (client, servers) → verify every
+//! checksum (nothing is changed before this passes) → safety backup of the current state (when there is
+//! one) → the roles the backup needs that the server lacks → restore the database (clean or swap; created
+//! as it was when missing) → owners mapped → row counts equal the manifest's → apply ConfigMaps/Secrets →
+//! rollout restart → wait → summary.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -18,8 +20,10 @@ use crate::kube::Cluster;
 use crate::kube::apply::{self, Applied};
 use crate::kube::lease::{LeaseConfig, LeaseGuard};
 use crate::postgres::PgTarget;
+use crate::postgres::database_state::DatabaseState;
 use crate::postgres::dump_offsets::DumpWriter;
-use crate::postgres::restore::{self as pg, Counting, RestoreOptions, RowCheck};
+use crate::postgres::globals::{self, GLOBALS_ENTRY, Globals, RolesReport};
+use crate::postgres::restore::{self as pg, Counting, Ownership, RestoreOptions, RowCheck};
 use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
 
 /// How often the restore looks at a restarted Deployment while it rolls out (a GET each time): the wait ends
@@ -75,6 +79,16 @@ pub struct RestoreConfig {
     pub jobs: Option<u32>,
     /// Held for the whole restore (only with Kubernetes and not for a dry run).
     pub lease: Option<LeaseConfig>,
+    pub ownership: Ownership,
+    pub roles: RolesConfig,
+}
+
+/// The roles a restore creates when the server lacks them (see [`globals::ensure_roles`]).
+#[derive(Debug, Clone)]
+pub struct RolesConfig {
+    pub create: bool,
+    /// One file per role name with the password a created role gets.
+    pub passwords_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -90,6 +104,11 @@ pub struct RestoreSummary {
     pub dump_bytes: u64,
     pub safety_backup: Option<String>,
     pub previous_database: Option<String>,
+    /// The database did not exist on the server: the restore created it (as the backup recorded it).
+    pub database_created: bool,
+    pub roles: RolesReport,
+    /// Objects given to another owner by `--owner-map`.
+    pub owners_mapped: usize,
     pub tables: usize,
     pub rows: i64,
     /// How the restored row counts were found equal to the manifest's.
@@ -104,6 +123,7 @@ pub struct RestoreSummary {
 /// chunks written to a file, only used once every checksum matched.
 struct Keep {
     objects: Vec<Vec<u8>>,
+    globals: Option<Vec<u8>>,
     dump: Option<(DumpWriter, PathBuf)>,
 }
 
@@ -113,6 +133,10 @@ impl Visit for Keep {
             let mut v = Vec::new();
             r.take(MAX_OBJECT_BYTES).read_to_end(&mut v)?;
             self.objects.push(v);
+        } else if path == GLOBALS_ENTRY {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v)?;
+            self.globals = Some(v);
         } else if let (Some((w, _)), true) = (self.dump.as_mut(), chunk_number(path).is_some()) {
             w.copy_from(r)?;
         }
@@ -124,6 +148,8 @@ impl Visit for Keep {
 pub struct Verified {
     pub manifest: Manifest,
     pub objects: Vec<Vec<u8>>,
+    /// The roles, database state and owners (archives of format 2 on).
+    pub globals: Option<Globals>,
 }
 
 /// Verifies the backup (refusing an encrypted one without its key), keeping the objects and, with
@@ -146,6 +172,7 @@ pub async fn verified(
     };
     let keep = Keep {
         objects: Vec::new(),
+        globals: None,
         dump,
     };
     let (report, keep) = verify::check(store, backup, identity.clone(), keep).await?;
@@ -157,9 +184,17 @@ pub async fn verified(
     if let Some((w, p)) = keep.dump {
         w.finish().map_err(|e| dump_write_error(&p, e))?;
     }
+    let globals =
+        match keep.globals {
+            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                Error::archive(name, format!("{GLOBALS_ENTRY} is not readable: {e}"))
+            })?),
+            None => None,
+        };
     Ok(Verified {
         manifest: sidecar.manifest,
         objects: keep.objects,
+        globals,
     })
 }
 
@@ -271,6 +306,10 @@ async fn restore_locked(
     let (store, backup) = stores.resolve(&cfg.which).await?;
     let name = backup.name.clone();
     info!(archive = %name, location = %store.location(), "restoring");
+    crate::interrupt::step(format!(
+        "checking versions for {name} (nothing was changed)"
+    ));
+    let exists = preflight(cfg, store, &name).await?;
     crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
     let jobs = jobs_for(cfg, stores, store, &name).await?;
     // With more than one job the dump is extracted to the volume during verification (one pass, not two).
@@ -279,8 +318,22 @@ async fn restore_locked(
         _ => None,
     };
     let dump_file = dump_scratch.as_ref().map(|f| f.path());
-    let Verified { manifest, objects } =
-        verified(store, &backup, &cfg.identity_file, dump_file).await?;
+    let Verified {
+        manifest,
+        objects,
+        globals,
+    } = verified(store, &backup, &cfg.identity_file, dump_file).await?;
+    if !cfg.ownership.owner_map.is_empty() && globals.is_none() {
+        return Err(Error::Restore {
+            step: "owner map".into(),
+            problem: format!(
+                "{name} does not record who owns its objects (an archive of format 1)"
+            ),
+            hint:
+                "restore it with --no-owner (or with the owners as they are); nothing was changed"
+                    .into(),
+        });
+    }
     let mut summary = RestoreSummary {
         archive: name.clone(),
         location: store.location(),
@@ -292,6 +345,7 @@ async fn restore_locked(
         tables: manifest.database.tables.len(),
         rows: manifest.database.tables.iter().map(|t| t.rows).sum(),
         dry_run: cfg.dry_run,
+        database_created: !exists,
         ..RestoreSummary::default()
     };
     let kube = match &cfg.kubernetes {
@@ -316,22 +370,42 @@ async fn restore_locked(
 
     still_ours(lease).await?;
     crate::interrupt::step("taking the safety backup (nothing was changed)");
-    if let Some(safety) = &cfg.safety {
-        let s = backup::run(safety, stores, cluster)
-            .await
-            .map_err(|e| Error::RestoreStep {
-                step: "safety backup".into(),
-                source: Box::new(e),
-                hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
-            })?;
-        info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
-        summary.safety_backup = Some(s.name);
+    match (&cfg.safety, exists) {
+        (Some(safety), true) => {
+            let s = backup::run(safety, stores, cluster)
+                .await
+                .map_err(|e| Error::RestoreStep {
+                    step: "safety backup".into(),
+                    source: Box::new(e),
+                    hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
+                })?;
+            info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
+            summary.safety_backup = Some(s.name);
+        }
+        (Some(_), false) => info!(
+            database = %cfg.target.dbname,
+            "no safety backup: the database does not exist on this server, there is nothing to keep"
+        ),
+        (None, _) => {}
     }
-    let undo = summary
-        .safety_backup
-        .as_ref()
-        .map(|n| format!("the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"))
-        .unwrap_or_else(|| "no safety backup was taken (--no-safety-backup)".into());
+    let undo = match (&summary.safety_backup, exists) {
+        (Some(n), _) => format!(
+            "the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"
+        ),
+        (None, false) => format!(
+            "the database {} did not exist before this restore: `DROP DATABASE {}` undoes it",
+            cfg.target.dbname, cfg.target.dbname
+        ),
+        (None, true) => "no safety backup was taken (--no-safety-backup)".into(),
+    };
+
+    if let Some(g) = &globals {
+        still_ours(lease).await?;
+        crate::interrupt::step(
+            "creating the roles the backup needs (the database was not touched)",
+        );
+        summary.roles = create_roles(cfg, g).await?;
+    }
 
     let load = Load {
         store,
@@ -339,11 +413,12 @@ async fn restore_locked(
         manifest: &manifest,
         opts: RestoreOptions {
             pg_restore: cfg.pg_restore.clone(),
-            clean: false,
+            ownership: cfg.ownership.clone(),
             jobs,
         },
         identity: &cfg.identity_file,
         dump_file,
+        globals: globals.as_ref(),
     };
     still_ours(lease).await?;
     crate::interrupt::step(match cfg.mode {
@@ -356,16 +431,16 @@ async fn restore_locked(
             cfg.target.dbname
         ),
     });
-    match cfg.mode {
-        Mode::Clean => {
-            summary.row_check = restore_clean(&cfg.target, &load, &undo).await?;
-        }
+    let loaded = match cfg.mode {
+        Mode::Clean => restore_clean(&cfg.target, &load, &undo).await?,
         Mode::Swap => {
-            let (check, previous) = restore_swap(&cfg.target, &load, lease).await?;
-            summary.row_check = check;
+            let (loaded, previous) = restore_swap(&cfg.target, &load, lease).await?;
             summary.previous_database = previous;
+            loaded
         }
-    }
+    };
+    summary.row_check = loaded.check;
+    summary.owners_mapped = loaded.owners_mapped;
 
     if let Some((client, k)) = kube {
         still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
@@ -385,6 +460,58 @@ async fn restore_locked(
     }
     summary.duration = started.elapsed();
     Ok(summary)
+}
+
+/// Before anything else: the server is reachable, new enough for the backup, and the `pg_restore` reads
+/// its dump. Returns whether the database exists there.
+async fn preflight(cfg: &RestoreConfig, store: &dyn BackupStore, name: &str) -> Result<bool> {
+    let sidecar = store.sidecar(name).await?;
+    let db = &sidecar.manifest.database;
+    let mut conn = pg::maintenance(&cfg.target).await?;
+    let server: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| cfg.target.error("cannot read the server version", &e))?;
+    let pg_restore = match crate::postgres::version::client_version(&cfg.pg_restore) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "cannot tell pg_restore's version; not checked against the dump's");
+            server.clone()
+        }
+    };
+    crate::postgres::version::check_restore(
+        &db.server_version,
+        db.pg_dump_version.as_deref(),
+        &pg_restore,
+        &server,
+    )?;
+    let exists = pg::database_exists(&mut conn, &cfg.target, &cfg.target.dbname).await?;
+    info!(
+        backed_up_server = %db.server_version,
+        pg_dump = db.pg_dump_version.as_deref().unwrap_or("unrecorded"),
+        pg_restore = %pg_restore,
+        server = %server,
+        database_exists = exists,
+        "versions checked"
+    );
+    Ok(exists)
+}
+
+/// The roles the backup needs that the server lacks, created (unless `--no-create-roles`). Owners that
+/// `--owner-map` renames are not needed; with `--no-owner --no-privileges` no role is.
+async fn create_roles(cfg: &RestoreConfig, g: &Globals) -> Result<RolesReport> {
+    let needed = g.needed_roles(&cfg.ownership);
+    if !cfg.roles.create || needed.is_empty() {
+        return Ok(RolesReport::default());
+    }
+    let mut conn = pg::maintenance(&cfg.target).await?;
+    globals::ensure_roles(
+        &mut conn,
+        &cfg.target,
+        &needed,
+        cfg.roles.passwords_dir.as_deref(),
+    )
+    .await
 }
 
 /// `--jobs`, or the choice from the room on the backup volume for the dump (and the safety backup
@@ -431,6 +558,13 @@ struct Load<'a> {
     opts: RestoreOptions,
     identity: &'a Option<PathBuf>,
     dump_file: Option<&'a Path>,
+    globals: Option<&'a Globals>,
+}
+
+/// A loaded database, checked.
+struct Loaded {
+    check: RowCheck,
+    owners_mapped: usize,
 }
 
 impl Load<'_> {
@@ -444,12 +578,12 @@ impl Load<'_> {
     }
 
     /// Loads the dump into `into` and checks the row counts against the manifest.
-    async fn load_into(&self, into: &PgTarget) -> Result<RowCheck> {
+    async fn load_into(&self, into: &PgTarget) -> Result<Loaded> {
         let input = self.open().await?;
         self.load_opened(input, into).await
     }
 
-    async fn load_opened(&self, input: DumpInput, into: &PgTarget) -> Result<RowCheck> {
+    async fn load_opened(&self, input: DumpInput, into: &PgTarget) -> Result<Loaded> {
         load_dump(
             input,
             self.name,
@@ -459,33 +593,95 @@ impl Load<'_> {
             self.identity.clone(),
         )
         .await?;
-        check_rows(into, self.manifest).await
+        let owners_mapped = self.map_owners(into).await?;
+        Ok(Loaded {
+            check: check_rows(into, self.manifest).await?,
+            owners_mapped,
+        })
+    }
+
+    /// The database's state as the backup recorded it, for a database this restore creates: owner and
+    /// privileges as the ownership options say, and only what the server's roles allow (`None`: an
+    /// archive that recorded none).
+    async fn recorded_state(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        target: &PgTarget,
+    ) -> Result<Option<DatabaseState>> {
+        match self.globals {
+            Some(g) => Ok(Some(
+                g.database_for(&self.opts.ownership)
+                    .for_roles_present(conn, target)
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// With `--owner-map`: every recorded object given its owner, renamed by the map (pg_restore ran
+    /// with `--no-owner`). Returns how many objects the map gave to another role.
+    async fn map_owners(&self, into: &PgTarget) -> Result<usize> {
+        let map = &self.opts.ownership.owner_map;
+        let (false, Some(g)) = (map.is_empty(), self.globals) else {
+            return Ok(0);
+        };
+        let mut conn = crate::postgres::snapshot::connect(into).await?;
+        for (what, sql) in globals::owner_statements(&g.owners, map) {
+            sqlx::query(&sql).execute(&mut conn).await.map_err(|e| Error::Restore {
+                step: "owner map".into(),
+                problem: format!("cannot change the owner of {what}: {}", database_message(&e)),
+                hint: "the restoring role must be able to act as the new owner (GRANT <new owner> TO <restoring role>), or restore with --no-owner".into(),
+            })?;
+        }
+        let mapped = g
+            .owners
+            .iter()
+            .filter(|o| map.iter().any(|(old, _)| *old == o.owner))
+            .count();
+        info!(objects = mapped, "owners renamed by --owner-map");
+        Ok(mapped)
     }
 }
 
-/// Clean mode: into the database itself, created if missing, after ending its sessions and emptying it.
-/// Everything that can fail first (the archive opened, the connections made) happens before the
-/// database is emptied; while it is emptied and loaded, new connections are refused (the application
-/// reconnecting must not write into a half-restored database) and allowed again afterwards, also on
-/// failure. Once it is emptied, a failure names the way back (`undo`).
-async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result<RowCheck> {
+/// The server's message alone.
+fn database_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Clean mode: into the database itself, created if missing (as the backup recorded it), after ending
+/// its sessions and emptying it. Everything that can fail first (the archive opened, the connections
+/// made) happens before the database is emptied; while it is emptied and loaded, new connections are
+/// refused (the application reconnecting must not write into a half-restored database) and allowed
+/// again afterwards, also on failure. Once it is emptied, a failure names the way back (`undo`).
+async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result<Loaded> {
     let db = &target.dbname;
     let mut conn = pg::maintenance(target).await?;
-    if !pg::database_exists(&mut conn, target, db).await? {
-        pg::create_database(&mut conn, target, db, None).await?;
+    let created = !pg::database_exists(&mut conn, target, db).await?;
+    if created {
+        let state = load.recorded_state(&mut conn, target).await?;
+        pg::create_database(&mut conn, target, db, state.as_ref()).await?;
+        if let Some(state) = state {
+            state.apply(&mut conn, target, "the backup", db).await?;
+        }
     }
     let input = load.open().await?;
     let closed = pg::refuse_connections(&mut conn, target, db).await?;
     *REFUSING.lock().expect("refusing lock") = closed.map(|l| (target.clone(), l));
     pg::terminate_sessions(&mut conn, target, db).await?;
     let restored = async {
-        pg::empty_database(target).await?;
+        // A database this restore just created is empty already.
+        if !created {
+            pg::empty_database(target).await?;
+        }
         load.load_opened(input, target).await
     }
     .await;
     let reopened = reopen_connections().await;
     match (restored, reopened) {
-        (Ok(check), Ok(())) => Ok(check),
+        (Ok(loaded), Ok(())) => Ok(loaded),
         (Err(e), _) | (Ok(_), Err(e)) => Err(with_undo(e, undo)),
     }
 }
@@ -518,39 +714,46 @@ async fn still_ours(lease: Option<&LeaseGuard>) -> Result<()> {
 }
 
 /// Swap mode: into a scratch database, checked, then renamed into place; the replaced database is kept
-/// (its name returned). The live database is not touched unless the scratch one is good.
+/// (its name returned). The scratch database gets the live one's database-level state (owner, locale,
+/// settings, privileges, comment), or the backup's when there is no live one. The live database is not
+/// touched unless the scratch one is good.
 async fn restore_swap(
     target: &PgTarget,
     load: &Load<'_>,
     lease: Option<&LeaseGuard>,
-) -> Result<(RowCheck, Option<String>)> {
+) -> Result<(Loaded, Option<String>)> {
     let db = &target.dbname;
     let mut conn = pg::maintenance(target).await?;
     let [scratch, previous] =
         unused_names(&mut conn, target, db, ["restore", "pre_restore"]).await?;
     let exists = pg::database_exists(&mut conn, target, db).await?;
-    pg::create_database(&mut conn, target, &scratch, exists.then_some(db.as_str())).await?;
-    let check = match load.load_into(&target.with_database(&scratch)).await {
-        Ok(check) => check,
+    // pg_dump leaves out what belongs to the database itself: carried over from the live database.
+    let (state, from) = if exists {
+        (
+            Some(DatabaseState::read(&mut conn, target, db).await?),
+            db.as_str(),
+        )
+    } else {
+        (load.recorded_state(&mut conn, target).await?, "the backup")
+    };
+    pg::create_database(&mut conn, target, &scratch, state.as_ref()).await?;
+    let untouched = |step: &str, e: Error| Error::RestoreStep {
+        step: step.into(),
+        source: Box::new(e),
+        hint: format!("the live database {db} was not touched"),
+    };
+    let loaded = match load.load_into(&target.with_database(&scratch)).await {
+        Ok(loaded) => loaded,
         Err(e) => {
             let _ = pg::drop_database(&mut conn, target, &scratch).await;
-            return Err(Error::RestoreStep {
-                step: "restore into a scratch database".into(),
-                source: Box::new(e),
-                hint: format!("the live database {db} was not touched"),
-            });
+            return Err(untouched("restore into a scratch database", e));
         }
     };
-    // pg_dump leaves out what belongs to the database itself (settings, privileges, comment): carry it.
-    if exists
-        && let Err(e) = crate::postgres::database_state::copy(&mut conn, target, db, &scratch).await
+    if let Some(state) = &state
+        && let Err(e) = state.apply(&mut conn, target, from, &scratch).await
     {
         let _ = pg::drop_database(&mut conn, target, &scratch).await;
-        return Err(Error::RestoreStep {
-            step: "carry the database settings over".into(),
-            source: Box::new(e),
-            hint: format!("the live database {db} was not touched"),
-        });
+        return Err(untouched("carry the database settings over", e));
     }
     // The rename is what changes the live database: only while the Lease is still ours.
     if let Err(e) = still_ours(lease).await {
@@ -559,7 +762,7 @@ async fn restore_swap(
     }
     if !exists {
         pg::rename_database(&mut conn, target, &scratch, db).await?;
-        return Ok((check, None));
+        return Ok((loaded, None));
     }
     pg::rename_database(&mut conn, target, db, &previous).await?;
     if let Err(e) = pg::rename_database(&mut conn, target, &scratch, db).await {
@@ -567,7 +770,7 @@ async fn restore_swap(
         return Err(e);
     }
     info!(previous = %previous, "the replaced database is kept; drop it once the restore is confirmed");
-    Ok((check, Some(previous)))
+    Ok((loaded, Some(previous)))
 }
 
 /// Rollout-restarts every Deployment, then waits for each; returns `deployment/<name>` for each.

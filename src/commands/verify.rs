@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::archive::codec::{
     HashingReader, decoder_with_identity_file, hash_alongside, read_ahead,
 };
-use crate::archive::manifest::FORMAT_VERSION;
+use crate::archive::manifest::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
 use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
@@ -63,7 +63,7 @@ pub async fn check<V: Visit>(
     let location = store.location();
     let sidecar = store.sidecar(&name).await?;
     let manifest = &sidecar.manifest;
-    if manifest.format_version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
         return Err(Error::archive(
             &name,
             format!(

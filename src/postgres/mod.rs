@@ -6,9 +6,12 @@
 pub mod database_state;
 pub mod dump;
 pub mod dump_offsets;
+pub mod globals;
 pub mod restore;
+pub mod scram;
 pub mod snapshot;
 pub mod target;
+pub mod version;
 
 pub use target::PgTarget;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection, Row};
 use tracing::{info, instrument, warn};
 
+use super::database_state::DatabaseState;
 use super::snapshot::{USER_TABLES, connect, count_table, quote_ident};
 use super::target::PgTarget;
 use crate::archive::manifest::{Manifest, TableCount, chunk_number};
@@ -21,10 +22,27 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub pg_restore: PathBuf,
-    /// `--clean --if-exists`: drop each object before recreating it.
-    pub clean: bool,
+    pub ownership: Ownership,
     /// `pg_restore -j` (only for a dump file, see [`pg_restore_file`]).
     pub jobs: u32,
+}
+
+/// Who owns what is restored: the backed-up owners by default; for a restoring role that may not act as
+/// them (managed PostgreSQL), `--no-owner`/`--role`, or owners renamed (`--owner-map`, applied after
+/// loading from the owners the archive records, so the old owners need not exist).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub no_owner: bool,
+    pub no_privileges: bool,
+    pub role: Option<String>,
+    pub owner_map: Vec<(String, String)>,
+}
+
+impl Ownership {
+    /// Whether pg_restore leaves ownership out (`--no-owner`, or owners set afterwards by the map).
+    pub fn pg_restore_no_owner(&self) -> bool {
+        self.no_owner || !self.owner_map.is_empty()
+    }
 }
 
 const STDERR_TAIL: usize = 16 << 10;
@@ -33,8 +51,14 @@ fn command(target: &PgTarget, opts: &RestoreOptions) -> Command {
     let mut cmd = Command::new(&opts.pg_restore);
     cmd.args(["--no-password", "--exit-on-error", "--dbname"])
         .arg(&target.dbname);
-    if opts.clean {
-        cmd.args(["--clean", "--if-exists"]);
+    if opts.ownership.pg_restore_no_owner() {
+        cmd.arg("--no-owner");
+    }
+    if opts.ownership.no_privileges {
+        cmd.arg("--no-privileges");
+    }
+    if let Some(role) = &opts.ownership.role {
+        cmd.arg(format!("--role={role}"));
     }
     cmd.env_remove("PGPASSFILE")
         .envs(target.child_env())
@@ -44,7 +68,7 @@ fn command(target: &PgTarget, opts: &RestoreOptions) -> Command {
 }
 
 /// Walks the decoded archive (checking every checksum again) and streams its dump into one `pg_restore`.
-#[instrument(skip_all, fields(database = %target, clean = opts.clean))]
+#[instrument(skip_all, fields(database = %target))]
 pub fn pg_restore_from<R: Read>(
     archive_name: &str,
     decoded: R,
@@ -153,9 +177,39 @@ fn finish(Running(mut child, tail, _tracked): Running) -> Result<()> {
     Err(Error::Restore {
         step: "pg_restore".into(),
         problem: format!("{status}: {}", last.join(" | ")),
-        hint: "the database server logs; the restoring user needs to own (or be superuser over) the restored objects"
-            .into(),
+        hint: failure_hint(&stderr),
     })
+}
+
+/// What to do about a failed pg_restore, from the statement it failed on (`Command was: …`): an owner or
+/// grantee the server lacks or the restoring role may not act as names the option that gets past it.
+pub fn failure_hint(stderr: &str) -> String {
+    let command = stderr
+        .lines()
+        .rev()
+        .filter_map(super::without_row_data)
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Command was:")
+                .map(|c| c.trim().trim_end_matches(';').to_owned())
+        });
+    let role_problem = stderr.contains("does not exist") && stderr.contains("role")
+        || stderr.contains("must be member of role")
+        || stderr.contains("must be able to SET ROLE")
+        || stderr.contains("permission denied");
+    match command {
+        Some(c) if role_problem && c.contains(" OWNER TO ") => format!(
+            "`{c}` failed: the owner does not exist on this server or the restoring role may not act as it;              create the role (or let the restore create it: drop --no-create-roles), restore with              --owner-map OLD=NEW to give its objects to a role you can use, or with --no-owner"
+        ),
+        Some(c) if role_problem && (c.starts_with("GRANT") || c.starts_with("REVOKE")) => format!(
+            "`{c}` failed: the grantee does not exist on this server or the restoring role may not grant              it; create the role, or restore with --no-privileges"
+        ),
+        Some(c) => format!(
+            "`{c}` failed; the database server logs say more; a restoring role that is not a superuser              may need --no-owner, --no-privileges or --owner-map"
+        ),
+        None => "the database server logs; the restoring user needs to own (or be superuser over) the                  restored objects (or restore with --no-owner / --owner-map)"
+            .into(),
+    }
 }
 
 /// Refuses new connections to `db` (`CONNECTION LIMIT 0`) and returns the limit to put back. Superusers
@@ -259,46 +313,18 @@ pub async fn terminate_sessions(
     Ok(rows.len() as u64)
 }
 
-/// Creates `name`; `like` another database, with its owner, encoding and locale (from `template0`, so
-/// they may differ from the server's defaults).
+/// Creates `name`; `like` a database's recorded state, with its owner, encoding and locale (from
+/// `template0`, so they may differ from the server's defaults).
 pub async fn create_database(
     conn: &mut PgConnection,
     target: &PgTarget,
     name: &str,
-    like: Option<&str>,
+    like: Option<&DatabaseState>,
 ) -> Result<()> {
-    let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
-    if let Some(db) = like {
-        // As JSON: the locale columns differ between server versions (`daticulocale` became `datlocale`).
-        let row = sqlx::query(
-            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), to_jsonb(d)::text \
-             FROM pg_database d WHERE datname = $1",
-        )
-        .bind(db)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| target.error(&format!("cannot read the owner and locale of {db}"), &e))?;
-        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
-        let (owner, encoding, json): (String, String, String) =
-            (row.get(0), row.get(1), row.get(2));
-        let d: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-        let field = |k: &str| d.get(k).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
-        sql.push_str(&format!(
-            " OWNER {} TEMPLATE template0 ENCODING {}",
-            quote_ident(&owner),
-            lit(&encoding)
-        ));
-        for (column, option) in [("datcollate", "LC_COLLATE"), ("datctype", "LC_CTYPE")] {
-            if let Some(v) = field(column) {
-                sql.push_str(&format!(" {option} {}", lit(v)));
-            }
-        }
-        if field("datlocprovider") == Some("i")
-            && let Some(icu) = field("daticulocale").or_else(|| field("datlocale"))
-        {
-            sql.push_str(&format!(" LOCALE_PROVIDER icu ICU_LOCALE {}", lit(icu)));
-        }
-    }
+    let sql = match like {
+        Some(state) => state.create_sql(name),
+        None => format!("CREATE DATABASE {}", quote_ident(name)),
+    };
     sqlx::query(&sql)
         .execute(&mut *conn)
         .await
@@ -490,8 +516,48 @@ pub async fn empty_database(target: &PgTarget) -> Result<()> {
         .fetch_one(&mut conn)
         .await
         .map_err(|e| target.error("cannot read the server version", &e))?;
+    // What lives outside the schemas and pg_dump restores: event triggers first (one on sql_drop would
+    // fire on the drops below), subscriptions (detached from their slot, which belongs to the
+    // publisher), publications, large objects. Left in place, pg_restore would fail on them after the
+    // schemas were already emptied.
+    let (triggers, subscriptions, publications): (Vec<String>, Vec<String>, Vec<String>) = {
+        let names = |sql: &'static str| sqlx::query_scalar::<_, String>(sql);
+        (
+            names("SELECT evtname::text FROM pg_event_trigger ORDER BY 1")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| target.error("cannot list event triggers", &e))?,
+            names(
+                "SELECT subname::text FROM pg_subscription \
+                 WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default(),
+            names("SELECT pubname::text FROM pg_publication ORDER BY 1")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| target.error("cannot list publications", &e))?,
+        )
+    };
+    for sub in &subscriptions {
+        let q = quote_ident(sub);
+        sqlx::raw_sql(&format!(
+            "ALTER SUBSCRIPTION {q} DISABLE; ALTER SUBSCRIPTION {q} SET (slot_name = NONE); DROP SUBSCRIPTION {q};"
+        ))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| target.error(&format!("cannot drop subscription {sub} before the restore"), &e))?;
+    }
     // Fail clearly rather than hang if a session that reconnected holds a lock.
     let mut sql = String::from("BEGIN; SET LOCAL lock_timeout = '60s';");
+    for t in &triggers {
+        sql.push_str(&format!("DROP EVENT TRIGGER {};", quote_ident(t)));
+    }
+    for p in &publications {
+        sql.push_str(&format!("DROP PUBLICATION {};", quote_ident(p)));
+    }
+    sql.push_str("SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata;");
     for s in &schemas {
         sql.push_str(&format!("DROP SCHEMA {} CASCADE;", quote_ident(s)));
     }
@@ -507,7 +573,14 @@ pub async fn empty_database(target: &PgTarget) -> Result<()> {
         .await
         .map_err(|e| target.error("cannot empty the database before the restore", &e))?;
     let _ = conn.close().await;
-    info!(database = %target.dbname, schemas = schemas.len(), "emptied the database for the restore");
+    info!(
+        database = %target.dbname,
+        schemas = schemas.len(),
+        event_triggers = triggers.len(),
+        publications = publications.len(),
+        subscriptions = subscriptions.len(),
+        "emptied the database for the restore"
+    );
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-use crate::store::StoredBackup;
+use crate::store::{BackupKind, StoredBackup};
 
 #[derive(Default)]
 struct Values {
@@ -53,7 +53,12 @@ impl Metrics {
         self.v.lock().expect("metrics lock").in_progress = Some(running);
     }
 
-    pub fn set_backups(&self, store: &str, backups: &[StoredBackup]) {
+    /// A store's listing; safety backups are left out (a restore's own snapshot is not a backup that ran).
+    pub fn set_backups(&self, store: &str, listed: &[StoredBackup]) {
+        let backups: Vec<&StoredBackup> = listed
+            .iter()
+            .filter(|b| b.kind == BackupKind::Backup)
+            .collect();
         let newest = backups.iter().max_by_key(|b| b.created);
         self.v.lock().expect("metrics lock").backups.insert(
             store.to_owned(),
@@ -99,6 +104,34 @@ impl Metrics {
         );
         for (store, (n, _, _)) in &v.backups {
             let _ = writeln!(out, "eternia_backup_count{{store=\"{store}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "eternia_backup_newest_timestamp_seconds",
+            "gauge",
+            "Creation time of the newest complete backup, per store.",
+        );
+        for (store, (_, t, _)) in &v.backups {
+            if let Some(t) = t {
+                let _ = writeln!(
+                    out,
+                    "eternia_backup_newest_timestamp_seconds{{store=\"{store}\"}} {t}"
+                );
+            }
+        }
+        header(
+            &mut out,
+            "eternia_backup_newest_size_bytes",
+            "gauge",
+            "Size of the newest complete backup, per store.",
+        );
+        for (store, (_, _, s)) in &v.backups {
+            if let Some(s) = s {
+                let _ = writeln!(
+                    out,
+                    "eternia_backup_newest_size_bytes{{store=\"{store}\"}} {s}"
+                );
+            }
         }
         header(
             &mut out,

@@ -13,6 +13,7 @@ mod kube_restore;
 mod lease;
 mod notifications;
 mod restore;
+mod restore_anywhere;
 mod retention_cli;
 mod s3;
 mod secrets_leak;
