@@ -124,6 +124,19 @@ pub struct RestoreArgs {
         next_help_heading = "Ownership and roles (managed PostgreSQL, a new server)"
     )]
     pub ownership: OwnershipArgs,
+    /// Scale the --restart Deployments to zero before the database is touched and back to their replica
+    /// count afterwards, also when the restore fails (instead of restarting them at the end).
+    #[arg(long, env = "RESTORE_SCALE_TO_ZERO")]
+    pub scale_to_zero: bool,
+    /// Run before anything changes (after verification and the safety backup): a shell command, or an
+    /// http(s) URL that gets a JSON POST; its failure stops the restore. It gets no credentials from
+    /// this environment, only ETERNIA_HOOK, ETERNIA_BACKUP and ETERNIA_DATABASE.
+    #[arg(long, env = "RESTORE_PRE_HOOK")]
+    pub pre_restore_hook: Option<String>,
+    /// Run after the restore, whatever its result (ETERNIA_RESULT: succeeded or failed), like
+    /// --pre-restore-hook.
+    #[arg(long, env = "RESTORE_POST_HOOK")]
+    pub post_restore_hook: Option<String>,
     /// How the safety backup is written (as a scheduled backup is).
     #[command(flatten, next_help_heading = "Safety backup")]
     pub safety: ArchiveArgs,

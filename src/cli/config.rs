@@ -15,6 +15,7 @@ use crate::archive::Compression;
 use crate::archive::codec::{EncodeOptions, parse_recipients};
 use crate::commands::backup::{BackupConfig, KubernetesSource};
 use crate::commands::drill::DrillConfig;
+use crate::commands::hooks::Hooks;
 use crate::commands::prune::PruneConfig;
 use crate::commands::restore::{KubeRestore, Mode, RestoreConfig, RolesConfig};
 use crate::error::{Error, Result};
@@ -319,6 +320,7 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
             .collect(),
         include_gitops: args.include_gitops_managed,
         rollout_timeout: args.rollout_timeout,
+        scale_to_zero: args.scale_to_zero,
     });
     Ok(RestoreConfig {
         which,
@@ -335,6 +337,10 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
         roles: RolesConfig {
             create: !args.ownership.no_create_roles,
             passwords_dir: args.ownership.role_passwords_dir.clone(),
+        },
+        hooks: Hooks {
+            pre: non_empty(&args.pre_restore_hook),
+            post: non_empty(&args.post_restore_hook),
         },
     })
 }

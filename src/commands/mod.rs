@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod drill;
+pub mod hooks;
 pub mod list;
 pub mod prune;
 pub mod restore;

@@ -14,11 +14,13 @@ use tracing::{info, instrument, warn};
 use crate::archive::codec::decoder_with_identity_file;
 use crate::archive::manifest::{Manifest, TableCount, chunk_number};
 use crate::commands::backup::{self, BackupConfig};
+use crate::commands::hooks::{self, Hooks};
 use crate::commands::verify::{self, Visit};
 use crate::error::{Error, Result};
 use crate::kube::Cluster;
 use crate::kube::apply::{self, Applied};
 use crate::kube::lease::{LeaseConfig, LeaseGuard};
+use crate::kube::quiesce;
 use crate::postgres::PgTarget;
 use crate::postgres::database_state::DatabaseState;
 use crate::postgres::dump_offsets::DumpWriter;
@@ -33,6 +35,10 @@ const ROLLOUT_POLL: Duration = Duration::from_millis(500);
 /// A database whose new connections this restore refuses, and the limit to put back: a restore stopped
 /// by SIGTERM in the middle allows them again on its way out.
 static REFUSING: std::sync::Mutex<Option<(PgTarget, i32)>> = std::sync::Mutex::new(None);
+
+/// The Deployments this restore scaled to zero, to scale back also after a SIGTERM.
+type ScaledApp = (kube::Client, String, Vec<quiesce::Scaled>);
+static SCALED: std::sync::Mutex<Option<ScaledApp>> = std::sync::Mutex::new(None);
 
 /// The archived ConfigMaps/Secrets are small (etcd caps objects at ~1.5 MiB); larger entries are cut.
 const MAX_OBJECT_BYTES: u64 = 4 << 20;
@@ -61,6 +67,9 @@ pub struct KubeRestore {
     pub deployments: Vec<String>,
     pub include_gitops: bool,
     pub rollout_timeout: Duration,
+    /// Scale the Deployments to zero before the database is touched and back afterwards (instead of
+    /// restarting them at the end).
+    pub scale_to_zero: bool,
 }
 
 /// Everything a restore needs, parsed and validated (see `cli::config`).
@@ -81,6 +90,7 @@ pub struct RestoreConfig {
     pub lease: Option<LeaseConfig>,
     pub ownership: Ownership,
     pub roles: RolesConfig,
+    pub hooks: Hooks,
 }
 
 /// The roles a restore creates when the server lacks them (see [`globals::ensure_roles`]).
@@ -288,8 +298,10 @@ pub async fn run(
             during: crate::interrupt::current_step().unwrap_or_else(|| "restoring".into()),
         }),
     };
-    // A restore stopped midway (SIGTERM) left them refused: allow them again (a failure is logged).
+    // A restore stopped midway (SIGTERM) left them refused and the application scaled down: allow
+    // them again and scale it back (a failure is logged).
     let _ = reopen_connections().await;
+    let _ = resume_application().await;
     if let Some(g) = guard {
         g.release().await;
     }
@@ -368,95 +380,171 @@ async fn restore_locked(
         return Ok(summary);
     }
 
-    still_ours(lease).await?;
-    crate::interrupt::step("taking the safety backup (nothing was changed)");
-    match (&cfg.safety, exists) {
-        (Some(safety), true) => {
-            let s = backup::run(safety, stores, cluster)
-                .await
-                .map_err(|e| Error::RestoreStep {
-                    step: "safety backup".into(),
-                    source: Box::new(e),
-                    hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
-                })?;
-            info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
-            summary.safety_backup = Some(s.name);
-        }
-        (Some(_), false) => info!(
-            database = %cfg.target.dbname,
-            "no safety backup: the database does not exist on this server, there is nothing to keep"
-        ),
-        (None, _) => {}
-    }
-    let undo = match (&summary.safety_backup, exists) {
-        (Some(n), _) => format!(
-            "the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"
-        ),
-        (None, false) => format!(
-            "the database {} did not exist before this restore: `DROP DATABASE {}` undoes it",
-            cfg.target.dbname, cfg.target.dbname
-        ),
-        (None, true) => "no safety backup was taken (--no-safety-backup)".into(),
+    let event = |hook, result| hooks::HookEvent {
+        hook,
+        backup: &name,
+        database: &cfg.target.dbname,
+        result,
     };
-
-    if let Some(g) = &globals {
+    if let Some(pre) = &cfg.hooks.pre {
         still_ours(lease).await?;
-        crate::interrupt::step(
-            "creating the roles the backup needs (the database was not touched)",
-        );
-        summary.roles = create_roles(cfg, g).await?;
+        crate::interrupt::step("running the pre-restore hook (nothing was changed)");
+        hooks::run(pre, &event("pre-restore", None)).await?;
     }
-
-    let load = Load {
-        store,
-        name: &name,
-        manifest: &manifest,
-        opts: RestoreOptions {
-            pg_restore: cfg.pg_restore.clone(),
-            ownership: cfg.ownership.clone(),
-            jobs,
-        },
-        identity: &cfg.identity_file,
-        dump_file,
-        globals: globals.as_ref(),
-    };
-    still_ours(lease).await?;
-    crate::interrupt::step(match cfg.mode {
-        Mode::Clean => format!(
-            "loading the database {} (clean mode: it is incomplete); {undo}",
-            cfg.target.dbname
-        ),
-        Mode::Swap => format!(
-            "loading a scratch database (swap mode: the live database {} was not touched)",
-            cfg.target.dbname
-        ),
-    });
-    let loaded = match cfg.mode {
-        Mode::Clean => restore_clean(&cfg.target, &load, &undo).await?,
-        Mode::Swap => {
-            let (loaded, previous) = restore_swap(&cfg.target, &load, lease).await?;
-            summary.previous_database = previous;
-            loaded
+    let quiet = match &kube {
+        Some((client, k)) if k.scale_to_zero => {
+            still_ours(lease).await?;
+            crate::interrupt::step(
+                "scaling the application to zero (the database was not touched)",
+            );
+            let names = k
+                .deployments
+                .iter()
+                .map(|d| apply::deployment_name(d).map(str::to_owned))
+                .collect::<Result<Vec<_>>>()?;
+            let scaled =
+                quiesce::scale_to_zero(client.clone(), &k.namespace, &names, k.rollout_timeout)
+                    .await?;
+            *SCALED.lock().expect("scaled lock") =
+                Some((client.clone(), k.namespace.clone(), scaled));
+            true
         }
+        _ => false,
     };
-    summary.row_check = loaded.check;
-    summary.owners_mapped = loaded.owners_mapped;
 
-    if let Some((client, k)) = kube {
-        still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
-        crate::interrupt::step(format!(
-            "applying the ConfigMaps/Secrets and restarting the Deployments (the database is restored); {undo}"
-        ));
-        summary.objects = apply::apply_objects(
-            client.clone(),
-            &k.namespace,
-            &objects,
-            k.include_gitops,
-            false,
-        )
-        .await
-        .map_err(|e| with_undo(e, &undo))?;
-        summary.restarted = restart(client, k).await?;
+    // The safety backup and everything that changes the database and the objects (the application
+    // quiet meanwhile: nothing it writes after the safety backup is lost); it comes back after, whatever
+    // the result.
+    let changed: Result<()> = async {
+        still_ours(lease).await?;
+        crate::interrupt::step("taking the safety backup (nothing was changed)");
+        match (&cfg.safety, exists) {
+            (Some(safety), true) => {
+                let s = backup::run(safety, stores, cluster)
+                    .await
+                    .map_err(|e| Error::RestoreStep {
+                        step: "safety backup".into(),
+                        source: Box::new(e),
+                        hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
+                    })?;
+                info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
+                summary.safety_backup = Some(s.name);
+            }
+            (Some(_), false) => info!(
+                database = %cfg.target.dbname,
+                "no safety backup: the database does not exist on this server, there is nothing to keep"
+            ),
+            (None, _) => {}
+        }
+        let undo = match (&summary.safety_backup, exists) {
+            (Some(n), _) => format!(
+                "the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"
+            ),
+            (None, false) => format!(
+                "the database {} did not exist before this restore: `DROP DATABASE {}` undoes it",
+                cfg.target.dbname, cfg.target.dbname
+            ),
+            (None, true) => "no safety backup was taken (--no-safety-backup)".into(),
+        };
+
+        if let Some(g) = &globals {
+            still_ours(lease).await?;
+            crate::interrupt::step(
+                "creating the roles the backup needs (the database was not touched)",
+            );
+            summary.roles = create_roles(cfg, g).await?;
+        }
+
+        let load = Load {
+            store,
+            name: &name,
+            manifest: &manifest,
+            opts: RestoreOptions {
+                pg_restore: cfg.pg_restore.clone(),
+                ownership: cfg.ownership.clone(),
+                jobs,
+            },
+            identity: &cfg.identity_file,
+            dump_file,
+            globals: globals.as_ref(),
+        };
+        still_ours(lease).await?;
+        crate::interrupt::step(match cfg.mode {
+            Mode::Clean => format!(
+                "loading the database {} (clean mode: it is incomplete); {undo}",
+                cfg.target.dbname
+            ),
+            Mode::Swap => format!(
+                "loading a scratch database (swap mode: the live database {} was not touched)",
+                cfg.target.dbname
+            ),
+        });
+        let loaded = match cfg.mode {
+            Mode::Clean => restore_clean(&cfg.target, &load, &undo).await?,
+            Mode::Swap => {
+                let (loaded, previous) = restore_swap(&cfg.target, &load, lease).await?;
+                summary.previous_database = previous;
+                loaded
+            }
+        };
+        summary.row_check = loaded.check;
+        summary.owners_mapped = loaded.owners_mapped;
+
+        if let Some((client, k)) = &kube {
+            still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
+            crate::interrupt::step(format!(
+                "applying the ConfigMaps/Secrets and restarting the Deployments (the database is restored); {undo}"
+            ));
+            summary.objects = apply::apply_objects(
+                client.clone(),
+                &k.namespace,
+                &objects,
+                k.include_gitops,
+                false,
+            )
+            .await
+            .map_err(|e| with_undo(e, &undo))?;
+            if !quiet {
+                summary.restarted = restart(client.clone(), k).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let resumed = resume_application().await;
+    let changed = match (changed, resumed) {
+        (Ok(()), Ok(Some(scaled))) => {
+            let (client, k) = kube.as_ref().expect("scaled with Kubernetes");
+            for s in &scaled {
+                apply::wait_rollout(
+                    client.clone(),
+                    &k.namespace,
+                    &s.name,
+                    k.rollout_timeout,
+                    ROLLOUT_POLL,
+                )
+                .await?;
+                summary.restarted.push(format!(
+                    "deployment/{} (scaled back to {})",
+                    s.name, s.replicas
+                ));
+            }
+            Ok(())
+        }
+        (Ok(()), Ok(None)) => Ok(()),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+    };
+    if let Some(post) = &cfg.hooks.post {
+        let result = if changed.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let ran = hooks::run(post, &event("post-restore", Some(result))).await;
+        changed?;
+        ran?;
+    } else {
+        changed?;
     }
     summary.duration = started.elapsed();
     Ok(summary)
@@ -684,6 +772,16 @@ async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result
         (Ok(loaded), Ok(())) => Ok(loaded),
         (Err(e), _) | (Ok(_), Err(e)) => Err(with_undo(e, undo)),
     }
+}
+
+/// Scales the Deployments this restore scaled to zero back (`None`: it scaled none).
+async fn resume_application() -> Result<Option<Vec<quiesce::Scaled>>> {
+    let scaled = SCALED.lock().expect("scaled lock").take();
+    let Some((client, ns, scaled)) = scaled else {
+        return Ok(None);
+    };
+    quiesce::scale_back(client, &ns, &scaled).await?;
+    Ok(Some(scaled))
 }
 
 /// Allows connections again to the database this restore refused them to, if any. A failure is logged

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod error;
 pub mod export;
 pub mod lease;
+pub mod quiesce;
 pub mod selector;
 
 use std::sync::Arc;

@@ -199,16 +199,23 @@ pub fn failure_hint(stderr: &str) -> String {
         || stderr.contains("permission denied");
     match command {
         Some(c) if role_problem && c.contains(" OWNER TO ") => format!(
-            "`{c}` failed: the owner does not exist on this server or the restoring role may not act as it;              create the role (or let the restore create it: drop --no-create-roles), restore with              --owner-map OLD=NEW to give its objects to a role you can use, or with --no-owner"
+            "`{c}` failed: the owner does not exist on this server or the restoring role may not act as it; \
+             create the role (or let the restore create it: drop --no-create-roles), restore with \
+             --owner-map OLD=NEW to give its objects to a role you can use, or with --no-owner"
         ),
         Some(c) if role_problem && (c.starts_with("GRANT") || c.starts_with("REVOKE")) => format!(
-            "`{c}` failed: the grantee does not exist on this server or the restoring role may not grant              it; create the role, or restore with --no-privileges"
+            "`{c}` failed: the grantee does not exist on this server or the restoring role may not grant \
+             it; create the role, or restore with --no-privileges"
         ),
         Some(c) => format!(
-            "`{c}` failed; the database server logs say more; a restoring role that is not a superuser              may need --no-owner, --no-privileges or --owner-map"
+            "`{c}` failed; the database server logs say more; a restoring role that is not a superuser \
+             may need --no-owner, --no-privileges or --owner-map"
         ),
-        None => "the database server logs; the restoring user needs to own (or be superuser over) the                  restored objects (or restore with --no-owner / --owner-map)"
-            .into(),
+        None => {
+            "the database server logs; the restoring user needs to own (or be superuser over) the \
+                 restored objects (or restore with --no-owner / --owner-map)"
+                .into()
+        }
     }
 }
 

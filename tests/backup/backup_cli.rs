@@ -36,8 +36,12 @@ fn a_backup_writes_one_archive_and_sidecar_that_tar_can_list_with_the_manifest_l
         .map(str::to_owned)
         .collect();
     assert_eq!(
-        entries.first().map(String::as_str),
-        Some("database/pgdump.000001")
+        entries
+            .iter()
+            .take(2)
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["database/globals.json", "database/pgdump.000001"]
     );
     assert_eq!(entries.last().map(String::as_str), Some("manifest.json"));
 }
@@ -54,7 +58,7 @@ fn the_manifest_records_exact_row_counts_server_version_and_checksums() {
     )
     .unwrap();
     let m = &sidecar["manifest"];
-    assert_eq!(m["format_version"], 1);
+    assert_eq!(m["format_version"], 2);
     assert_eq!(m["name"], name.as_str());
     assert_eq!(m["database"]["name"], db.name.as_str());
     assert!(

@@ -200,16 +200,33 @@ pub fn list_json(dir: &Path) -> Vec<serde_json::Value> {
 pub fn fake_pg_dump(dir: &Path, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("fake-pg_dump");
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    // `pg_dump --version`, which a backup asks first, is the real one's.
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\n[ \"$1\" = --version ] && exec pg_dump --version\n{body}\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
 
 /// A stand-in for a PostgreSQL client tool (`PG_RESTORE_BIN`, …): a bash script that can call the real one.
+/// `--version` (which the binary asks before it runs a tool) goes to the real tool, named by the part of
+/// `name` before its first `-`, unless `body` answers it itself.
 pub fn wrapper(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/bash\nset -o pipefail\n{body}\n")).unwrap();
+    let tool = name.split('-').next().unwrap_or(name);
+    let version = if body.contains("--version") {
+        String::new()
+    } else {
+        format!("[[ $1 == --version ]] && exec {tool} --version\n")
+    };
+    std::fs::write(
+        &path,
+        format!("#!/bin/bash\nset -o pipefail\n{version}{body}\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }

@@ -14,6 +14,7 @@ mod lease;
 mod notifications;
 mod restore;
 mod restore_anywhere;
+mod restore_hooks;
 mod retention_cli;
 mod s3;
 mod secrets_leak;
