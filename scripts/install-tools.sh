@@ -6,7 +6,10 @@
 #   $ETERNIA_CACHE/checkov         Python venv with checkov, the chart's security scanner (tests/chart/requirements-checkov.txt;
 #                                  a venv of its own because checkov and pytest need different versions of packaging)
 #   $ETERNIA_CACHE/node            node_modules for scripts/argocd-validate (npm ci from its package-lock.json)
-# Needs only python3 (+ venv/pip), node/npm and network access to PyPI and the npm registry.
+#   $ETERNIA_CACHE/promql-check    the Grafana dashboard's PromQL checker, Prometheus' own parser in a small Go
+#                                  program (scripts/install-promql-check.sh; tests/dashboard/promql-check)
+# Needs only python3 (+ venv/pip), node/npm, the Go toolchain and network access to PyPI, the npm registry and the
+# Go module proxy.
 # Work already done (same pins, same checksums) is skipped, so a warm run takes about a second.
 set -euo pipefail
 
@@ -117,7 +120,13 @@ install_node() {
   printf '%s' "$stamp" >"$dir/.stamp"
 }
 
+# --- promql-check (the dashboard's queries through Prometheus' parser) ---------------------------
+install_promql_check() {
+  "$ROOT/scripts/install-promql-check.sh" >/dev/null
+}
+
 install_helm
 install_venv
 install_checkov
 install_node
+install_promql_check

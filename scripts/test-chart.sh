@@ -8,7 +8,8 @@
 #   3. kubernetes-validate the e2e manifests; the Argo CD Applications (argocd/eternia-*.yaml) against the
 #      Argo CD CRD schema (same validator)
 #   4. hadolint on the Dockerfile; shellcheck on scripts/*.sh and the workflows' run: blocks
-#   5. pytest tests/chart (assertions over the rendered YAML, the Argo CD files, the docs, the Dockerfile), and
+#   5. pytest tests/chart (assertions over the rendered YAML, the Argo CD files, the docs, the Dockerfile, the
+#      Grafana dashboard's queries parsed with Prometheus' Go parser: tests/dashboard/promql-check), and
 #      the security scan: checkov with .ci/checkov.yaml over the default and the maximal render, offline
 #      (tests/chart/test_security_scan.py; its skips are explained in docs/security.md, "Scanner findings")
 # Runs every step, then exits non-zero if any failed. Usage: scripts/test-chart.sh [extra pytest args]
@@ -129,7 +130,7 @@ for path in sys.argv[2:]:
                 with open(os.path.join(out, name), "w") as fh:
                     fh.write("#!/usr/bin/env bash\nset -e\n" + script)
 PY
-  if "$VENV/bin/shellcheck" scripts/install-tools.sh scripts/test-chart.sh "$OUT"/workflows/*.sh; then
+  if "$VENV/bin/shellcheck" scripts/install-tools.sh scripts/install-promql-check.sh scripts/test-chart.sh "$OUT"/workflows/*.sh; then
     echo "ok    shellcheck"
   else
     fail "shellcheck"

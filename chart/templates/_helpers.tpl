@@ -367,7 +367,8 @@ Seconds in a duration as the binary reads it: 90, 90s, 15m, 1h.
 {{/*
 The restore Job's deadline: restore.activeDeadlineSeconds, or what a restore of this installation needs:
 verify and load (about a backup's time), the safety backup (a backup), each Deployment's rollout wait, and
-10 minutes of margin.
+10 minutes of margin. With restore.scaleToZero each Deployment also gets a second wait (its pods going away,
+bounded by the same timeout), and each hook its 600 s limit.
 */}}
 {{- define "eternia-backup.restoreDeadline" -}}
 {{- $v := .ctx.Values -}}
@@ -375,6 +376,10 @@ verify and load (about a backup's time), the safety backup (a backup), each Depl
 {{- $v.restore.activeDeadlineSeconds -}}
 {{- else -}}
 {{- $rollout := include "eternia-backup.seconds" (dict "ctx" .ctx "name" "restore.rolloutTimeout" "duration" $v.restore.rolloutTimeout) | int -}}
-{{- add (mul 2 (int $v.backup.activeDeadlineSeconds)) (mul (len $v.app.deployments) $rollout) 600 -}}
+{{- $waits := ternary 2 1 (and $v.restore.scaleToZero $v.restore.includeKubernetes) -}}
+{{- $hooks := 0 -}}
+{{- if $v.restore.hooks.pre -}}{{- $hooks = add1 $hooks -}}{{- end -}}
+{{- if $v.restore.hooks.post -}}{{- $hooks = add1 $hooks -}}{{- end -}}
+{{- add (mul 2 (int $v.backup.activeDeadlineSeconds)) (mul $waits (len $v.app.deployments) $rollout) (mul $hooks 600) 600 -}}
 {{- end -}}
 {{- end -}}

@@ -128,7 +128,7 @@ pub struct RestoreArgs {
     /// count afterwards, also when the restore fails (instead of restarting them at the end).
     #[arg(long, env = "RESTORE_SCALE_TO_ZERO")]
     pub scale_to_zero: bool,
-    /// Run before anything changes (after verification and the safety backup): a shell command, or an
+    /// Run before anything changes (after verification, before the scale-down and the safety backup): a shell command, or an
     /// http(s) URL that gets a JSON POST; its failure stops the restore. It gets no credentials from
     /// this environment, only ETERNIA_HOOK, ETERNIA_BACKUP and ETERNIA_DATABASE.
     #[arg(long, env = "RESTORE_PRE_HOOK")]

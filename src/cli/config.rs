@@ -310,6 +310,11 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
         crate::kube::apply::deployment_name(spec)?;
     }
     let with_kubernetes = !args.kubernetes.no_kubernetes;
+    if args.scale_to_zero && !with_kubernetes {
+        return Err(Error::config(
+            "--scale-to-zero needs Kubernetes: with --no-kubernetes there is no Deployment to scale; drop one of them",
+        ));
+    }
     let kubernetes = with_kubernetes.then(|| KubeRestore {
         namespace: target_namespace(args).unwrap_or_else(|| args.kubernetes.namespace.clone()),
         deployments: args

@@ -404,7 +404,20 @@ async fn restore_locked(
                 .collect::<Result<Vec<_>>>()?;
             let scaled =
                 quiesce::scale_to_zero(client.clone(), &k.namespace, &names, k.rollout_timeout)
-                    .await?;
+                    .await;
+            let scaled = match scaled {
+                Ok(s) => s,
+                Err(e) => {
+                    // The pre-restore hook ran: let the post-restore one undo what it did.
+                    if let Some(post) = &cfg.hooks.post
+                        && let Err(h) =
+                            hooks::run(post, &event("post-restore", Some("failed"))).await
+                    {
+                        warn!(error = %h, "the post-restore hook failed too");
+                    }
+                    return Err(e);
+                }
+            };
             *SCALED.lock().expect("scaled lock") =
                 Some((client.clone(), k.namespace.clone(), scaled));
             true
@@ -515,21 +528,25 @@ async fn restore_locked(
     let changed = match (changed, resumed) {
         (Ok(()), Ok(Some(scaled))) => {
             let (client, k) = kube.as_ref().expect("scaled with Kubernetes");
+            let mut back = Ok(());
             for s in &scaled {
-                apply::wait_rollout(
+                back = apply::wait_rollout(
                     client.clone(),
                     &k.namespace,
                     &s.name,
                     k.rollout_timeout,
                     ROLLOUT_POLL,
                 )
-                .await?;
+                .await;
+                if back.is_err() {
+                    break;
+                }
                 summary.restarted.push(format!(
                     "deployment/{} (scaled back to {})",
                     s.name, s.replicas
                 ));
             }
-            Ok(())
+            back
         }
         (Ok(()), Ok(None)) => Ok(()),
         (Err(e), _) | (Ok(()), Err(e)) => Err(e),
@@ -541,6 +558,9 @@ async fn restore_locked(
             "failed"
         };
         let ran = hooks::run(post, &event("post-restore", Some(result))).await;
+        if let (Err(restore), Err(hook)) = (&changed, &ran) {
+            warn!(error = %hook, restore_error = %restore, "the post-restore hook failed too");
+        }
         changed?;
         ran?;
     } else {

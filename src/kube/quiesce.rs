@@ -95,7 +95,10 @@ async fn scale_one_down(client: Client, ns: &str, name: &str, timeout: Duration)
             .map_err(|e| call_failed(format!("get deployment/{name} in {ns}"), SCALE, e))?;
         let st = d.status.clone().unwrap_or_default();
         let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-        if observed && st.replicas.unwrap_or(0) == 0 {
+        // Terminating pods can still hold database sessions: counted where the server reports them
+        // (`terminatingReplicas`, Kubernetes 1.33 on).
+        let gone = st.replicas.unwrap_or(0) == 0 && st.terminating_replicas.unwrap_or(0) == 0;
+        if observed && gone {
             break;
         }
         if start.elapsed() >= timeout {
@@ -162,8 +165,10 @@ mod tests {
 
     #[test]
     fn the_count_to_give_back_is_the_recorded_one_when_an_earlier_restore_was_interrupted() {
-        let mut d = Deployment::default();
-        d.spec = Some(Default::default());
+        let mut d = Deployment {
+            spec: Some(Default::default()),
+            ..Default::default()
+        };
         d.spec.as_mut().unwrap().replicas = Some(3);
         assert_eq!(replicas_before(&d), 3);
         d.spec.as_mut().unwrap().replicas = Some(0);

@@ -149,13 +149,20 @@ def render(
     return _render_cached(tuple(_helm_args(set_args, values_files, set_string, set_json)), release)
 
 
-def render_error(*set_args: str, values_files: Iterable[str | Path] = (), set_string: Iterable[str] = ()) -> str:
+def render_error(
+    *set_args: str,
+    values_files: Iterable[str | Path] = (),
+    set_string: Iterable[str] = (),
+    set_json: Iterable[str] = (),
+) -> str:
     """Render expecting helm to refuse; returns helm's error message."""
     try:
-        _render_cached(tuple(_helm_args(set_args, values_files, set_string)))
+        _render_cached(tuple(_helm_args(set_args, values_files, set_string, set_json)))
     except RenderError as err:
         return err.stderr
-    raise AssertionError(f"helm rendered the chart although it should have refused: {set_args} {set_string}")
+    raise AssertionError(
+        f"helm rendered the chart although it should have refused: {set_args} {set_string} {set_json}"
+    )
 
 
 SCHEMA_ERROR = "values don't meet the specifications of the schema"

@@ -71,6 +71,9 @@ OPTIONAL_DNS_SUBDOMAIN = {"pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", "max
 CRONJOB_NAME = {"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 52}
 SECRET_KEY_OR_EMPTY = {"pattern": "^[-._a-zA-Z0-9]*$", "maxLength": 253}
 SECRET_KEY = {"pattern": "^[-._a-zA-Z0-9]+$", "maxLength": 253}
+# A PostgreSQL role name in a comma-separated OLD=NEW list (RESTORE_OWNER_MAP): no '=' or ',', no surrounding
+# blanks (the binary trims them), at most 63 bytes (NAMEDATALEN - 1; counted here in characters).
+ROLE_NAME = {"pattern": "^[^=,\\s]([^=,]{0,61}[^=,\\s])?$", "maxLength": 63}
 # Prometheus durations (scrape settings).
 DURATION = {"pattern": "^([0-9]+(ms|s|m|h))+$"}
 # Durations eternia-backup reads (`units::parse_duration`): one number, optionally s, m or h.
@@ -201,6 +204,28 @@ schema = {
             "successfulJobsHistoryLimit": i("Successful restore Jobs kept.", 0),
             "failedJobsHistoryLimit": i("Failed restore Jobs kept.", 0),
             "extraArgs": strlist("Extra arguments."),
+            "ownership": obj({
+                "noOwner": b("--no-owner (not with ownerMap)."),
+                "noPrivileges": b("--no-privileges."),
+                "role": s("--role (SET ROLE); empty: the connecting role.", maxLength=63),
+                "ownerMap": {
+                    "type": "object",
+                    "description": "--owner-map OLD=NEW, as {OLD: NEW}: two role names, neither with '=' or ','.",
+                    # patternProperties, not propertyNames: helm then names the path and the refused key.
+                    "patternProperties": {ROLE_NAME["pattern"]: {"type": "string", **ROLE_NAME}},
+                    "additionalProperties": False,
+                },
+            }),
+            "roles": obj({
+                "create": b("Create the roles the backup needs that the server lacks."),
+                "passwordsSecret": s("Secret of the created roles' passwords (key: role name).",
+                                     **OPTIONAL_DNS_SUBDOMAIN),
+            }),
+            "scaleToZero": b("Scale app.deployments to zero during the restore, back afterwards."),
+            "hooks": obj({
+                "pre": s("Pre-restore hook: a shell command or an http(s) URL; empty: none."),
+                "post": s("Post-restore hook: a shell command or an http(s) URL; empty: none."),
+            }),
             "resources": resources,
             "podAnnotations": strmap("Pod annotations."),
             "podLabels": strmap("Pod labels."),
@@ -279,6 +304,14 @@ schema = {
                 "backupMissingAfterHours": i("Hours without a backup before alerting.", 1),
                 "severity": s("Severity label.", minLength=1),
                 "labels": strmap("Labels."),
+            }),
+            "grafanaDashboard": obj({
+                "enabled": b("Grafana dashboard ConfigMap."),
+                "label": s("Sidecar label key.", pattern="^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", maxLength=317),
+                "labelValue": s("Sidecar label value.", pattern="^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", maxLength=63),
+                "namespace": s("Namespace of the ConfigMap (empty: the release namespace).", pattern="^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$", maxLength=63),
+                "labels": strmap("Labels."),
+                "annotations": strmap("Annotations."),
             }),
         }),
         "serviceAccount": obj({

@@ -163,6 +163,38 @@ def test_a_second_restore_while_one_holds_the_lease_fails_naming_the_holder_and_
     assert database.sql("SELECT count(*) FROM customers") == "300"
 
 
+def test_a_restore_that_scales_the_app_to_zero_loads_the_database_with_no_pod_left_and_scales_it_back(
+        cluster, workdir, database):
+    gate = PgRestoreGate(workdir, closed=True)
+    release = install(cluster, workdir, database, values={
+        "restore": {"scaleToZero": True},
+        "extraEnv": [{"name": "PG_RESTORE_BIN", "value": str(gate.wrapper)}]})
+    ns = release.app_namespace
+    cluster.kubectl("scale", "deployment/eternia-backend", "-n", ns, "--replicas=2")
+    cluster.kubectl("rollout", "status", "deployment/eternia-backend", "-n", ns, "--timeout=60s")
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        backup_job(cluster, release, runner)
+        database.sql("DELETE FROM customers WHERE id > 10")
+        cluster.kubectl("create", "job", "--from=cronjob/database-restore", "restore-quiet", "-n", release.namespace)
+        # pg_restore waits at the gate: the database is about to be loaded.
+        runner.wait_for_file(gate.reached, release.namespace, "restore-quiet")
+        during = cluster.get("deployment", "eternia-backend", ns)
+        pods = cluster.get("pods", namespace=ns)["items"]
+        gate.open()
+        ran = runner.wait_for_job(release.namespace, "restore-quiet")
+
+    assert ran.code == 0, ran.log
+    assert during["spec"]["replicas"] == 0
+    assert during["metadata"]["annotations"]["eternia-backup/replicas-before-restore"] == "2"
+    assert during["status"].get("replicas", 0) == 0 and pods == [], "no pod of the application while it loads"
+    after = cluster.get("deployment", "eternia-backend", ns)
+    assert after["spec"]["replicas"] == 2, "back to its replica count"
+    assert "eternia-backup/replicas-before-restore" not in after["metadata"].get("annotations", {})
+    assert after["status"].get("availableReplicas") == 2, "the restore waited for it to come back"
+    assert "deployment/eternia-backend (scaled back to 2)" in ran.log
+    assert database.sql("SELECT count(*) FROM customers") == "300"
+
+
 def test_the_backup_cronjob_set_to_every_minute_by_helm_upgrade_creates_a_job_on_time_and_an_archive_appears(
         cluster, workdir, database):
     release = install(cluster, workdir, database)
