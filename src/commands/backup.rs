@@ -159,9 +159,9 @@ pub async fn run(
         });
     }
     // Preflight: reach the database (and take the snapshot) before creating anything on the volume.
-    let mut snapshot = Snapshot::open(&cfg.target).await?;
+    let snapshot = Snapshot::open(&cfg.target).await?;
     let pg_dump_version = dump_client_version(cfg, &snapshot.server_version)?;
-    let globals = snapshot.globals(&cfg.target).await?;
+    let globals = read_globals(&cfg.target).await;
     let export = match (&cfg.kubernetes, client) {
         (Some(k), Some(client)) => {
             Some(crate::kube::export::export_namespace(client, &k.namespace, &k.filter).await?)
@@ -172,7 +172,7 @@ pub async fn run(
     let sink = destinations.create(&name)?;
     let contents = Contents {
         export: export.as_ref(),
-        globals: &globals,
+        globals: globals.as_ref(),
         pg_dump_version,
     };
     let dumped = write_archive(cfg, sink, snapshot, contents, created, &file_name).await?;
@@ -242,8 +242,27 @@ struct Dumped {
 /// What goes into the archive besides the dump.
 struct Contents<'a> {
     export: Option<&'a Export>,
-    globals: &'a Globals,
+    globals: Option<&'a Globals>,
     pg_dump_version: Option<String>,
+}
+
+/// The roles, database state and owners (see [`Globals`]), on a connection of their own (a failed
+/// catalog read must not end the snapshot's transaction). A role that may not read them still gets its
+/// backup, without them: a restore then creates no roles and maps no owners.
+async fn read_globals(target: &PgTarget) -> Option<Globals> {
+    let read = async {
+        let mut conn = crate::postgres::snapshot::connect(target).await?;
+        let g = Globals::read(&mut conn, target).await;
+        let _ = sqlx::Connection::close(conn).await;
+        g
+    };
+    match read.await {
+        Ok(g) => Some(g),
+        Err(e) => {
+            warn!(error = %e, "cannot read the roles and owners the database uses; the archive holds no globals");
+            None
+        }
+    }
 }
 
 /// The version of the `pg_dump` that will run, refused when older than the server (it would fail, or
@@ -287,14 +306,18 @@ async fn write_archive(
         .export
         .map(|e| e.objects.clone())
         .unwrap_or_default();
-    let globals = serde_json::to_vec_pretty(contents.globals).expect("globals serialise");
+    let globals = contents
+        .globals
+        .map(|g| serde_json::to_vec_pretty(g).expect("globals serialise"));
     let writing = tokio::task::spawn_blocking(move || -> Result<_> {
         let write_err = |e| Error::storage("cannot write archive", "the archive being written", e);
         let mut w = ArchiveWriter::new(sink, &encode, created).map_err(write_err)?;
         for obj in &objects {
             w.append(&obj.path, &obj.yaml, None).map_err(write_err)?;
         }
-        w.append(GLOBALS_ENTRY, &globals, None).map_err(write_err)?;
+        if let Some(g) = &globals {
+            w.append(GLOBALS_ENTRY, g, None).map_err(write_err)?;
+        }
         let stats = dump_into(&mut w, &target, Some(&snapshot_id), &dump_opts, &progress)?;
         Ok((w, stats))
     });

@@ -4,7 +4,6 @@
 use sqlx::{Connection, PgConnection, Row};
 use tracing::instrument;
 
-use super::globals::Globals;
 use super::target::PgTarget;
 use crate::archive::manifest::TableCount;
 use crate::error::Result;
@@ -53,11 +52,6 @@ impl Snapshot {
     #[instrument(skip_all)]
     pub async fn count_rows(&mut self, target: &PgTarget) -> Result<Vec<TableCount>> {
         count_rows(&mut self.conn, target).await
-    }
-
-    /// The database's roles, own state and owners (see [`Globals`]), read in the snapshot's session.
-    pub async fn globals(&mut self, target: &PgTarget) -> Result<Globals> {
-        Globals::read(&mut self.conn, target).await
     }
 
     /// Ends the transaction (only once `pg_dump` has finished importing the snapshot).
