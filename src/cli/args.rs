@@ -131,11 +131,11 @@ pub struct RestoreArgs {
     /// Run before anything changes (after verification, before the scale-down and the safety backup): a shell command, or an
     /// http(s) URL that gets a JSON POST; its failure stops the restore. It gets no credentials from
     /// this environment, only ETERNIA_HOOK, ETERNIA_BACKUP and ETERNIA_DATABASE.
-    #[arg(long, env = "RESTORE_PRE_HOOK")]
+    #[arg(long, env = "RESTORE_PRE_HOOK", hide_env_values = true)]
     pub pre_restore_hook: Option<String>,
     /// Run after the restore, whatever its result (ETERNIA_RESULT: succeeded or failed), like
     /// --pre-restore-hook.
-    #[arg(long, env = "RESTORE_POST_HOOK")]
+    #[arg(long, env = "RESTORE_POST_HOOK", hide_env_values = true)]
     pub post_restore_hook: Option<String>,
     /// How the safety backup is written (as a scheduled backup is).
     #[command(flatten, next_help_heading = "Safety backup")]

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use tracing::{info, instrument, warn};
 
 use crate::archive::codec::decoder_with_identity_file;
-use crate::archive::manifest::{Manifest, TableCount, chunk_number};
+use crate::archive::manifest::{Manifest, Sidecar, TableCount, chunk_number};
 use crate::commands::backup::{self, BackupConfig};
 use crate::commands::hooks::{self, Hooks};
 use crate::commands::verify::{self, Visit};
@@ -321,9 +321,9 @@ async fn restore_locked(
     crate::interrupt::step(format!(
         "checking versions for {name} (nothing was changed)"
     ));
-    let exists = preflight(cfg, store, &name).await?;
+    let (exists, sidecar) = preflight(cfg, store, &name).await?;
     crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
-    let jobs = jobs_for(cfg, stores, store, &name).await?;
+    let jobs = jobs_for(cfg, stores, &sidecar);
     // With more than one job the dump is extracted to the volume during verification (one pass, not two).
     let dump_scratch = match (stores.scratch_space(), jobs > 1 && !cfg.dry_run) {
         (Some(space), true) => Some(pg::ScratchFile::new(&space.dir)),
@@ -380,199 +380,224 @@ async fn restore_locked(
         return Ok(summary);
     }
 
-    let event = |hook, result| hooks::HookEvent {
-        hook,
-        backup: &name,
-        database: &cfg.target.dbname,
-        result,
-    };
     if let Some(pre) = &cfg.hooks.pre {
         still_ours(lease).await?;
         crate::interrupt::step("running the pre-restore hook (nothing was changed)");
-        hooks::run(pre, &event("pre-restore", None)).await?;
+        hooks::run(pre, &hook_event(cfg, &name, "pre-restore", None)).await?;
     }
-    let quiet = match &kube {
-        Some((client, k)) if k.scale_to_zero => {
+    // The application quiet (when asked), then the safety backup and everything that changes the
+    // database and the objects (nothing the application writes after the safety backup is lost); it
+    // comes back after, whatever the result; then the post-restore hook hears of the result.
+    let outcome: Result<()> = async {
+        let quiet = scale_down(kube.as_ref(), lease).await?;
+        let changed: Result<()> = async {
             still_ours(lease).await?;
-            crate::interrupt::step(
-                "scaling the application to zero (the database was not touched)",
-            );
-            let names = k
-                .deployments
-                .iter()
-                .map(|d| apply::deployment_name(d).map(str::to_owned))
-                .collect::<Result<Vec<_>>>()?;
-            let scaled =
-                quiesce::scale_to_zero(client.clone(), &k.namespace, &names, k.rollout_timeout)
-                    .await;
-            let scaled = match scaled {
-                Ok(s) => s,
-                Err(e) => {
-                    // The pre-restore hook ran: let the post-restore one undo what it did.
-                    if let Some(post) = &cfg.hooks.post
-                        && let Err(h) =
-                            hooks::run(post, &event("post-restore", Some("failed"))).await
-                    {
-                        warn!(error = %h, "the post-restore hook failed too");
-                    }
-                    return Err(e);
+            crate::interrupt::step("taking the safety backup (nothing was changed)");
+            summary.safety_backup = safety_backup(cfg, stores, cluster, exists).await?;
+            let undo = undo_text(summary.safety_backup.as_deref(), exists, &cfg.target.dbname);
+
+            if let Some(g) = &globals {
+                still_ours(lease).await?;
+                crate::interrupt::step(
+                    "creating the roles the backup needs (the database was not touched)",
+                );
+                summary.roles = create_roles(cfg, g).await?;
+            }
+
+            let load = Load {
+                store,
+                name: &name,
+                manifest: &manifest,
+                opts: RestoreOptions {
+                    pg_restore: cfg.pg_restore.clone(),
+                    ownership: cfg.ownership.clone(),
+                    jobs,
+                },
+                identity: &cfg.identity_file,
+                dump_file,
+                globals: globals.as_ref(),
+            };
+            still_ours(lease).await?;
+            crate::interrupt::step(match cfg.mode {
+                Mode::Clean => format!(
+                    "loading the database {} (clean mode: it is incomplete); {undo}",
+                    cfg.target.dbname
+                ),
+                Mode::Swap => format!(
+                    "loading a scratch database (swap mode: the live database {} was not touched)",
+                    cfg.target.dbname
+                ),
+            });
+            let loaded = match cfg.mode {
+                Mode::Clean => restore_clean(&cfg.target, &load, &undo).await?,
+                Mode::Swap => {
+                    let (loaded, previous) = restore_swap(&cfg.target, &load, lease).await?;
+                    summary.previous_database = previous;
+                    loaded
                 }
             };
-            *SCALED.lock().expect("scaled lock") =
-                Some((client.clone(), k.namespace.clone(), scaled));
-            true
-        }
-        _ => false,
-    };
+            summary.row_check = loaded.check;
+            summary.owners_mapped = loaded.owners_mapped;
 
-    // The safety backup and everything that changes the database and the objects (the application
-    // quiet meanwhile: nothing it writes after the safety backup is lost); it comes back after, whatever
-    // the result.
-    let changed: Result<()> = async {
-        still_ours(lease).await?;
-        crate::interrupt::step("taking the safety backup (nothing was changed)");
-        match (&cfg.safety, exists) {
-            (Some(safety), true) => {
-                let s = backup::run(safety, stores, cluster)
-                    .await
-                    .map_err(|e| Error::RestoreStep {
-                        step: "safety backup".into(),
-                        source: Box::new(e),
-                        hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back".into(),
-                    })?;
-                info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
-                summary.safety_backup = Some(s.name);
-            }
-            (Some(_), false) => info!(
-                database = %cfg.target.dbname,
-                "no safety backup: the database does not exist on this server, there is nothing to keep"
-            ),
-            (None, _) => {}
-        }
-        let undo = match (&summary.safety_backup, exists) {
-            (Some(n), _) => format!(
-                "the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"
-            ),
-            (None, false) => format!(
-                "the database {} did not exist before this restore: `DROP DATABASE {}` undoes it",
-                cfg.target.dbname, cfg.target.dbname
-            ),
-            (None, true) => "no safety backup was taken (--no-safety-backup)".into(),
-        };
-
-        if let Some(g) = &globals {
-            still_ours(lease).await?;
-            crate::interrupt::step(
-                "creating the roles the backup needs (the database was not touched)",
-            );
-            summary.roles = create_roles(cfg, g).await?;
-        }
-
-        let load = Load {
-            store,
-            name: &name,
-            manifest: &manifest,
-            opts: RestoreOptions {
-                pg_restore: cfg.pg_restore.clone(),
-                ownership: cfg.ownership.clone(),
-                jobs,
-            },
-            identity: &cfg.identity_file,
-            dump_file,
-            globals: globals.as_ref(),
-        };
-        still_ours(lease).await?;
-        crate::interrupt::step(match cfg.mode {
-            Mode::Clean => format!(
-                "loading the database {} (clean mode: it is incomplete); {undo}",
-                cfg.target.dbname
-            ),
-            Mode::Swap => format!(
-                "loading a scratch database (swap mode: the live database {} was not touched)",
-                cfg.target.dbname
-            ),
-        });
-        let loaded = match cfg.mode {
-            Mode::Clean => restore_clean(&cfg.target, &load, &undo).await?,
-            Mode::Swap => {
-                let (loaded, previous) = restore_swap(&cfg.target, &load, lease).await?;
-                summary.previous_database = previous;
-                loaded
-            }
-        };
-        summary.row_check = loaded.check;
-        summary.owners_mapped = loaded.owners_mapped;
-
-        if let Some((client, k)) = &kube {
-            still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
-            crate::interrupt::step(format!(
-                "applying the ConfigMaps/Secrets and restarting the Deployments (the database is restored); {undo}"
-            ));
-            summary.objects = apply::apply_objects(
-                client.clone(),
-                &k.namespace,
-                &objects,
-                k.include_gitops,
-                false,
-            )
-            .await
-            .map_err(|e| with_undo(e, &undo))?;
-            if !quiet {
-                summary.restarted = restart(client.clone(), k).await?;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    let resumed = resume_application().await;
-    let changed = match (changed, resumed) {
-        (Ok(()), Ok(Some(scaled))) => {
-            let (client, k) = kube.as_ref().expect("scaled with Kubernetes");
-            let mut back = Ok(());
-            for s in &scaled {
-                back = apply::wait_rollout(
+            if let Some((client, k)) = &kube {
+                still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
+                crate::interrupt::step(format!(
+                    "applying the ConfigMaps/Secrets and restarting the Deployments (the database is restored); {undo}"
+                ));
+                summary.objects = apply::apply_objects(
                     client.clone(),
                     &k.namespace,
-                    &s.name,
-                    k.rollout_timeout,
-                    ROLLOUT_POLL,
+                    &objects,
+                    k.include_gitops,
+                    false,
                 )
-                .await;
-                if back.is_err() {
-                    break;
+                .await
+                .map_err(|e| with_undo(e, &undo))?;
+                if !quiet {
+                    summary.restarted = restart(client.clone(), k).await?;
                 }
-                summary.restarted.push(format!(
-                    "deployment/{} (scaled back to {})",
-                    s.name, s.replicas
-                ));
             }
-            back
+            Ok(())
         }
-        (Ok(()), Ok(None)) => Ok(()),
-        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-    };
-    if let Some(post) = &cfg.hooks.post {
-        let result = if changed.is_ok() {
-            "succeeded"
-        } else {
-            "failed"
-        };
-        let ran = hooks::run(post, &event("post-restore", Some(result))).await;
-        if let (Err(restore), Err(hook)) = (&changed, &ran) {
-            warn!(error = %hook, restore_error = %restore, "the post-restore hook failed too");
-        }
-        changed?;
-        ran?;
-    } else {
-        changed?;
+        .await;
+        let back = bring_back(kube.as_ref(), changed.is_ok(), &mut summary).await;
+        changed.and(back)
     }
+    .await;
+    post_hook(cfg, &name, outcome).await?;
     summary.duration = started.elapsed();
     Ok(summary)
 }
 
+/// The safety backup of the current state (`None`: not asked, or no database to keep).
+async fn safety_backup(
+    cfg: &RestoreConfig,
+    stores: &StoreSet,
+    cluster: &Cluster,
+    exists: bool,
+) -> Result<Option<String>> {
+    let Some(safety) = &cfg.safety else {
+        return Ok(None);
+    };
+    if !exists {
+        info!(
+            database = %cfg.target.dbname,
+            "no safety backup: the database does not exist on this server, there is nothing to keep"
+        );
+        return Ok(None);
+    }
+    let s = backup::run(safety, stores, cluster)
+        .await
+        .map_err(|e| Error::RestoreStep {
+            step: "safety backup".into(),
+            source: Box::new(e),
+            hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back"
+                .into(),
+        })?;
+    info!(safety_backup = %s.name, "safety backup taken: restore it to undo this restore");
+    Ok(Some(s.name))
+}
+
+/// The way back, as a failure names it.
+fn undo_text(safety_backup: Option<&str>, existed: bool, db: &str) -> String {
+    match (safety_backup, existed) {
+        (Some(n), _) => format!(
+            "the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"
+        ),
+        (None, false) => format!(
+            "the database {db} did not exist before this restore: `DROP DATABASE {db}` undoes it"
+        ),
+        (None, true) => "no safety backup was taken (--no-safety-backup)".into(),
+    }
+}
+
+fn hook_event<'a>(
+    cfg: &'a RestoreConfig,
+    backup: &'a str,
+    hook: &'static str,
+    result: Option<&'static str>,
+) -> hooks::HookEvent<'a> {
+    hooks::HookEvent {
+        hook,
+        backup,
+        database: &cfg.target.dbname,
+        result,
+    }
+}
+
+/// With `--scale-to-zero`: the Deployments scaled to zero (and recorded, to come back also after a
+/// SIGTERM). `false`: not asked.
+async fn scale_down(
+    kube: Option<&(kube::Client, &KubeRestore)>,
+    lease: Option<&LeaseGuard>,
+) -> Result<bool> {
+    let Some((client, k)) = kube.filter(|(_, k)| k.scale_to_zero) else {
+        return Ok(false);
+    };
+    still_ours(lease).await?;
+    crate::interrupt::step("scaling the application to zero (the database was not touched)");
+    let names = k
+        .deployments
+        .iter()
+        .map(|d| apply::deployment_name(d).map(str::to_owned))
+        .collect::<Result<Vec<_>>>()?;
+    let scaled =
+        quiesce::scale_to_zero(client.clone(), &k.namespace, &names, k.rollout_timeout).await?;
+    *SCALED.lock().expect("scaled lock") = Some((client.clone(), k.namespace.clone(), scaled));
+    Ok(true)
+}
+
+/// The Deployments [`scale_down`] scaled, back to their counts; after a successful restore (`wait`),
+/// their rollouts waited for.
+async fn bring_back(
+    kube: Option<&(kube::Client, &KubeRestore)>,
+    wait: bool,
+    summary: &mut RestoreSummary,
+) -> Result<()> {
+    let (Some(scaled), Some((client, k)), true) = (resume_application().await?, kube, wait) else {
+        return Ok(());
+    };
+    for s in &scaled {
+        apply::wait_rollout(
+            client.clone(),
+            &k.namespace,
+            &s.name,
+            k.rollout_timeout,
+            ROLLOUT_POLL,
+        )
+        .await?;
+        summary.restarted.push(format!(
+            "deployment/{} (scaled back to {})",
+            s.name, s.replicas
+        ));
+    }
+    Ok(())
+}
+
+/// The post-restore hook, told the outcome; the restore's own error comes first.
+async fn post_hook(cfg: &RestoreConfig, backup: &str, outcome: Result<()>) -> Result<()> {
+    let Some(post) = &cfg.hooks.post else {
+        return outcome;
+    };
+    let result = if outcome.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    let ran = hooks::run(post, &hook_event(cfg, backup, "post-restore", Some(result))).await;
+    if let (Err(restore), Err(hook)) = (&outcome, &ran) {
+        warn!(error = %hook, restore_error = %restore, "the post-restore hook failed too");
+    }
+    outcome.and(ran)
+}
+
 /// Before anything else: the server is reachable, new enough for the backup, and the `pg_restore` reads
-/// its dump. Returns whether the database exists there.
-async fn preflight(cfg: &RestoreConfig, store: &dyn BackupStore, name: &str) -> Result<bool> {
+/// its dump. Returns whether the database exists there, and the backup's sidecar.
+async fn preflight(
+    cfg: &RestoreConfig,
+    store: &dyn BackupStore,
+    name: &str,
+) -> Result<(bool, Sidecar)> {
     let sidecar = store.sidecar(name).await?;
     let db = &sidecar.manifest.database;
     let mut conn = pg::maintenance(&cfg.target).await?;
@@ -602,7 +627,7 @@ async fn preflight(cfg: &RestoreConfig, store: &dyn BackupStore, name: &str) -> 
         database_exists = exists,
         "versions checked"
     );
-    Ok(exists)
+    Ok((exists, sidecar))
 }
 
 /// The roles the backup needs that the server lacks, created (unless `--no-create-roles`). Owners that
@@ -624,18 +649,12 @@ async fn create_roles(cfg: &RestoreConfig, g: &Globals) -> Result<RolesReport> {
 
 /// `--jobs`, or the choice from the room on the backup volume for the dump (and the safety backup
 /// taken after it, about the archive's size).
-async fn jobs_for(
-    cfg: &RestoreConfig,
-    stores: &StoreSet,
-    store: &dyn BackupStore,
-    name: &str,
-) -> Result<u32> {
+fn jobs_for(cfg: &RestoreConfig, stores: &StoreSet, sidecar: &Sidecar) -> u32 {
     let space = match (cfg.jobs, stores.scratch_space()) {
-        (Some(n), _) => return Ok(n),
-        (None, None) => return Ok(1),
+        (Some(n), _) => return n,
+        (None, None) => return 1,
         (None, Some(space)) => space,
     };
-    let sidecar = store.sidecar(name).await?;
     let need = sidecar.manifest.database.dump_bytes
         + if cfg.safety.is_some() {
             sidecar.archive.size
@@ -655,7 +674,7 @@ async fn jobs_for(
             "the dump is streamed into one pg_restore: the backup volume has no room for it"
         }
     );
-    Ok(jobs)
+    jobs
 }
 
 /// Where the dump comes from and how pg_restore loads it.
@@ -737,7 +756,7 @@ impl Load<'_> {
         for (what, sql) in globals::owner_statements(&g.owners, map) {
             sqlx::query(&sql).execute(&mut conn).await.map_err(|e| Error::Restore {
                 step: "owner map".into(),
-                problem: format!("cannot change the owner of {what}: {}", database_message(&e)),
+                problem: format!("cannot change the owner of {what}: {}", crate::postgres::target::redact(&e)),
                 hint: "the restoring role must be able to act as the new owner (GRANT <new owner> TO <restoring role>), or restore with --no-owner".into(),
             })?;
         }
@@ -748,14 +767,6 @@ impl Load<'_> {
             .count();
         info!(objects = mapped, "owners renamed by --owner-map");
         Ok(mapped)
-    }
-}
-
-/// The server's message alone.
-fn database_message(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => d.message().to_owned(),
-        other => other.to_string(),
     }
 }
 

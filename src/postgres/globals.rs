@@ -14,6 +14,7 @@ use tracing::{info, instrument, warn};
 use super::PgTarget;
 use super::database_state::{DatabaseState, quote_literal, setting_value};
 use super::snapshot::quote_ident;
+use super::target::redact;
 use crate::error::{Error, Result};
 
 /// The archive entry that holds the [`Globals`] (absent in archives of format version 1).
@@ -70,12 +71,52 @@ pub struct Owned {
     pub owner: String,
 }
 
+/// What a [`Role`] is read from, for a role `r` of `pg_roles` ([`role_from`] reads it).
+macro_rules! role_columns {
+    () => {
+        "r.rolname::text, r.rolcanlogin, r.rolinherit, r.rolcreatedb, r.rolcreaterole, r.rolsuper, \
+         r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil::text, \
+         (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = 0), \
+         ARRAY(SELECT pg_get_userbyid(m.roleid) || CASE WHEN m.admin_option THEN ':admin' ELSE ':' END \
+               FROM pg_auth_members m WHERE m.member = r.oid ORDER BY 1)"
+    };
+}
+
+/// A [`Role`] from a row of [`role_columns`].
+fn role_from(r: &sqlx::postgres::PgRow) -> Role {
+    Role {
+        name: r.get(0),
+        login: r.get(1),
+        inherit: r.get(2),
+        createdb: r.get(3),
+        createrole: r.get(4),
+        superuser: r.get(5),
+        replication: r.get(6),
+        bypassrls: r.get(7),
+        connection_limit: r.get(8),
+        valid_until: r.get(9),
+        settings: r.get::<Option<Vec<String>>, _>(10).unwrap_or_default(),
+        member_of: r
+            .get::<Vec<String>, _>(11)
+            .into_iter()
+            .filter_map(|m| {
+                let (role, admin) = m.rsplit_once(':')?;
+                Some(Membership {
+                    role: role.to_owned(),
+                    admin: admin == "admin",
+                })
+            })
+            .collect(),
+    }
+}
+
 /// The roles the current database uses: owners of its objects and of itself, grantees of privileges on
 /// them, roles with settings in it; then, through memberships either way, the roles those belong to and
 /// the roles that belong to them (a login role that only inherits its privileges). The bootstrap
 /// superuser and the predefined `pg_*` roles exist on every server and are left out (memberships in them
 /// are kept).
-const USED_ROLES: &str = "\
+const USED_ROLES: &str = concat!(
+    "\
 WITH RECURSIVE db AS (SELECT oid, datdba, datacl FROM pg_database WHERE datname = current_database()), \
 seed(oid) AS ( \
   SELECT refobjid FROM pg_shdepend, db WHERE refclassid = 'pg_authid'::regclass AND dbid IN (db.oid, 0) \
@@ -88,13 +129,12 @@ used(oid) AS ( \
   UNION SELECT CASE WHEN m.member = u.oid THEN m.roleid ELSE m.member END \
     FROM pg_auth_members m JOIN used u ON u.oid IN (m.member, m.roleid) \
     WHERE u.oid <> 10 AND NOT pg_get_userbyid(u.oid) LIKE 'pg\\_%') \
-SELECT r.rolname::text, r.rolcanlogin, r.rolinherit, r.rolcreatedb, r.rolcreaterole, r.rolsuper, \
-  r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil::text, \
-  (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = 0), \
-  ARRAY(SELECT pg_get_userbyid(m.roleid) || CASE WHEN m.admin_option THEN ':admin' ELSE ':' END \
-        FROM pg_auth_members m WHERE m.member = r.oid ORDER BY 1) \
+SELECT ",
+    role_columns!(),
+    " \
 FROM pg_roles r WHERE r.oid IN (SELECT oid FROM used) AND r.oid <> 10 AND r.rolname NOT LIKE 'pg\\_%' \
-ORDER BY 1";
+ORDER BY 1"
+);
 
 /// Owners recorded per object by the server. Left out: what follows the owner of another object (a
 /// sequence owned by a column, which `ALTER SEQUENCE … OWNER` refuses) and what has no `ALTER … OWNER`
@@ -162,33 +202,7 @@ impl Globals {
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| target.error("cannot read the roles the database uses", &e))?;
-        let roles = rows
-            .into_iter()
-            .map(|r| Role {
-                name: r.get(0),
-                login: r.get(1),
-                inherit: r.get(2),
-                createdb: r.get(3),
-                createrole: r.get(4),
-                superuser: r.get(5),
-                replication: r.get(6),
-                bypassrls: r.get(7),
-                connection_limit: r.get(8),
-                valid_until: r.get(9),
-                settings: r.get::<Option<Vec<String>>, _>(10).unwrap_or_default(),
-                member_of: r
-                    .get::<Vec<String>, _>(11)
-                    .into_iter()
-                    .filter_map(|m| {
-                        let (role, admin) = m.rsplit_once(':')?;
-                        Some(Membership {
-                            role: role.to_owned(),
-                            admin: admin == "admin",
-                        })
-                    })
-                    .collect(),
-            })
-            .collect();
+        let roles = rows.iter().map(role_from).collect();
         let owners = sqlx::query(OWNERS)
             .fetch_all(&mut *conn)
             .await
@@ -235,34 +249,19 @@ pub async fn ensure_roles(
     let err = |what: &str, e: &sqlx::Error| target.error(what, e);
     let existing: BTreeMap<String, Role> = {
         let names: Vec<String> = roles.iter().map(|r| r.name.clone()).collect();
-        sqlx::query(
-            "SELECT rolname::text, rolcanlogin, rolinherit, rolcreatedb, rolcreaterole, rolsuper, \
-             rolreplication, rolbypassrls, rolconnlimit FROM pg_roles WHERE rolname = ANY($1)",
-        )
+        sqlx::query(concat!(
+            "SELECT ",
+            role_columns!(),
+            " FROM pg_roles r WHERE r.rolname = ANY($1)"
+        ))
         .bind(&names)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| err("cannot look up roles", &e))?
-        .into_iter()
+        .iter()
         .map(|r| {
-            let name: String = r.get(0);
-            (
-                name.clone(),
-                Role {
-                    name,
-                    login: r.get(1),
-                    inherit: r.get(2),
-                    createdb: r.get(3),
-                    createrole: r.get(4),
-                    superuser: r.get(5),
-                    replication: r.get(6),
-                    bypassrls: r.get(7),
-                    connection_limit: r.get(8),
-                    valid_until: None,
-                    settings: Vec::new(),
-                    member_of: Vec::new(),
-                },
-            )
+            let role = role_from(r);
+            (role.name.clone(), role)
         })
         .collect()
     };
@@ -340,7 +339,7 @@ pub async fn ensure_roles(
             if let Err(e) = sqlx::query(&set).execute(&mut *conn).await {
                 report
                     .not_given
-                    .push(format!("{}: setting {name} ({})", r.name, short(&e)));
+                    .push(format!("{}: setting {name} ({})", r.name, redact(&e)));
             }
         }
         if password.is_some() {
@@ -363,7 +362,7 @@ pub async fn ensure_roles(
                     "{}: membership in {} ({})",
                     r.name,
                     m.role,
-                    short(&e)
+                    redact(&e)
                 ));
             }
         }
@@ -373,14 +372,6 @@ pub async fn ensure_roles(
         warn!(role = %n, "a created role lacks what the backup's role had");
     }
     Ok(report)
-}
-
-/// The database's error message alone (no statement: it may hold a password's verifier).
-fn short(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => d.message().to_owned(),
-        other => other.to_string(),
-    }
 }
 
 /// The attributes in which `have` (on the server) differs from `want` (the backup's).

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::error::{Error, Result};
@@ -118,7 +119,10 @@ impl PgTarget {
             .port(self.port)
             .username(&self.user)
             .database(&self.dbname)
-            .application_name("eternia-backup");
+            .application_name("eternia-backup")
+            // sqlx would log each statement (and slow ones at WARN) with its text: `ALTER DATABASE … SET`
+            // carries setting values, `CREATE ROLE … PASSWORD` a verifier. The steps log what they do.
+            .disable_statement_logging();
         if let Some(p) = &self.password {
             o = o.password(p.expose_secret());
         }
@@ -183,7 +187,8 @@ impl PgTarget {
 }
 
 /// sqlx errors never contain the password, but keep only the message to be sure of what is printed.
-fn redact(e: &sqlx::Error) -> String {
+/// The server's message alone: no statement (it may hold a value or a password's verifier).
+pub fn redact(e: &sqlx::Error) -> String {
     match e.as_database_error() {
         Some(d) => d.message().to_owned(),
         None => e.to_string(),

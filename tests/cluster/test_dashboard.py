@@ -15,17 +15,12 @@ restore's Job stays pending (no job runner then), and the namespaces are deleted
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Database, install, psql, unique, wait_until
-from runner import JobRunner
-from test_webhook import AUDIENCE, ISSUER, SUBJECT, Rs256Key, Webhook
-from test_workflows import app_objects, backup_job
+from conftest import ROOT, wait_until
+from test_webhook import served_webhook
 
 sys.path.insert(0, str(ROOT / "tests" / "dashboard"))
 import dashboard_queries as dq  # noqa: E402
@@ -39,61 +34,33 @@ def parsed() -> list[dq.Parsed]:
 @pytest.fixture(scope="module")
 def metrics(cluster, parsed) -> str:
     """The webhook's /metrics once every product metric the dashboard reads has a sample."""
-    workdir = Path(tempfile.mkdtemp(prefix="eternia-k8s-", dir="/var/tmp"))
-    workdir.chmod(0o755)
-    database = Database(unique("eb_k8s").replace("-", "_"))
-    psql("postgres", f"CREATE DATABASE {database.name}")
-    database.sql("CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);"
-                 "INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50) g;")
-    key = Rs256Key(workdir)
-    release = None
-    try:
-        release = install(cluster, workdir, database, values={
-            "webhook": {"enabled": True, "mountBackups": True,
-                        "auth": {"jwks": key.jwks, "issuer": ISSUER, "audience": AUDIENCE,
-                                 "allowedSubjects": [SUBJECT]}},
-            "extraEnv": [{"name": "WEBHOOK_METRICS_REFRESH", "value": "5s"}],
-        })
-        cluster.apply(app_objects(release.app_namespace))
-        with JobRunner(cluster, [release.namespace], workdir) as runner:
-            backup_job(cluster, release, runner)
-        hook = Webhook(cluster, release, workdir)
-        try:
-            status, body, _ = hook.api("GET", "/v1/backups", key.token())
-            assert status == 200, body
-            status, body, _ = hook.request("GET", "/v1/backups")
-            assert status == 401, body
-            status, body, _ = hook.api("POST", "/v1/restores", key.token(),
-                                       {"backup": "latest", "dryRun": True, "reason": "dashboard"})
-            assert status == 202, body
+    with served_webhook(cluster, {}, [{"name": "WEBHOOK_METRICS_REFRESH", "value": "5s"}]) as (_, hook, key):
+        status, body, _ = hook.api("GET", "/v1/backups", key.token())
+        assert status == 200, body
+        status, body, _ = hook.request("GET", "/v1/backups")
+        assert status == 401, body
+        status, body, _ = hook.api("POST", "/v1/restores", key.token(),
+                                   {"backup": "latest", "dryRun": True, "reason": "dashboard"})
+        assert status == 202, body
 
-            wanted = dq.product_metrics_used(parsed)
+        wanted = dq.product_metrics_used(parsed)
 
-            def sampled() -> set[str]:
-                status, text, _ = hook.request("GET", "/metrics")
-                assert status == 200, text
-                lines = text.splitlines()
-                return {m for m in wanted if any(line.startswith((m + " ", m + "{")) for line in lines)}
-
-            try:
-                wait_until("every product metric the dashboard reads has a sample in /metrics",
-                           lambda: sampled() == wanted, timeout=60, interval=1)
-            except AssertionError:
-                pytest.fail(f"no sample of {sorted(wanted - sampled())} in the webhook's /metrics:\n"
-                            f"{hook.request('GET', '/metrics')[1]}\n"
-                            f"webhook log:\n{hook.log.read_text(errors='replace')[-4000:]}")
+        def sampled() -> set[str]:
             status, text, _ = hook.request("GET", "/metrics")
             assert status == 200, text
-            yield text
-        finally:
-            hook.close()
-    finally:
-        if release is not None:
-            cluster.kubectl("delete", "namespace", release.namespace, release.app_namespace, "--wait=false",
-                            check=False)
-            cluster.kubectl("delete", "pv", f"{release.namespace}-backups", "--wait=false", check=False)
-        psql("postgres", f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
-        shutil.rmtree(workdir, ignore_errors=True)
+            lines = text.splitlines()
+            return {m for m in wanted if any(line.startswith((m + " ", m + "{")) for line in lines)}
+
+        try:
+            wait_until("every product metric the dashboard reads has a sample in /metrics",
+                       lambda: sampled() == wanted, timeout=60, interval=1)
+        except AssertionError:
+            pytest.fail(f"no sample of {sorted(wanted - sampled())} in the webhook's /metrics:\n"
+                        f"{hook.request('GET', '/metrics')[1]}\n"
+                        f"webhook log:\n{hook.log.read_text(errors='replace')[-4000:]}")
+        status, text, _ = hook.request("GET", "/metrics")
+        assert status == 200, text
+        yield text
 
 
 def test_the_dashboard_reads_the_products_per_store_restore_and_webhook_metrics(parsed):

@@ -22,20 +22,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import hypothesis.configuration
 import pytest
 import requests
 import schemathesis
 
-from conftest import CACHE, ROOT, Database, install, psql, unique
-from runner import JobRunner
-from test_webhook import AUDIENCE, ISSUER, SLACK_SECRET, SUBJECT, Rs256Key, Webhook
-from test_workflows import app_objects, backup_job
+from conftest import CACHE, ROOT
+from test_webhook import SLACK_SECRET, served_webhook
 
 DOCUMENT = ROOT / "docs" / "openapi.json"
 # Hypothesis's own caches (its Unicode tables) go to the tools' cache, not to .hypothesis/ in the tree.
@@ -99,39 +94,12 @@ class Credentials(requests.auth.AuthBase):
 def served(cluster):
     """One release for the module: webhook (RS256 JWKS, Slack), the backup volume mounted into it, one backup
     on the volume, no rate limit (the fuzzer sends a few hundred requests)."""
-    workdir = Path(tempfile.mkdtemp(prefix="eternia-k8s-", dir="/var/tmp"))
-    workdir.chmod(0o755)
-    database = Database(unique("eb_k8s").replace("-", "_"))
-    psql("postgres", f"CREATE DATABASE {database.name}")
-    database.sql("CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);"
-                 "INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50) g;")
-    key = Rs256Key(workdir)
-    release = None
-    try:
-        release = install(cluster, workdir, database, values={
-            "webhook": {"enabled": True, "mountBackups": True,
-                        "auth": {"jwks": key.jwks, "issuer": ISSUER, "audience": AUDIENCE,
-                                 "allowedSubjects": [SUBJECT]},
-                        "slack": {"signingSecret": SLACK_SECRET, "allowedUsers": ["U_ALICE"],
-                                  "allowedChannels": ["C_OPS"]}},
-            "extraEnv": [{"name": "WEBHOOK_RATE_LIMIT", "value": "0"},
-                         {"name": "SLACK_RESPONSE_URL_PREFIX", "value": "http://127.0.0.1:9/"}],
-        })
-        cluster.apply(app_objects(release.app_namespace))
-        with JobRunner(cluster, [release.namespace], workdir) as runner:
-            backup_job(cluster, release, runner)
-        hook = Webhook(cluster, release, workdir)
-        try:
-            yield release, hook, key
-        finally:
-            hook.close()
-    finally:
-        if release is not None:
-            cluster.kubectl("delete", "namespace", release.namespace, release.app_namespace, "--wait=false",
-                            check=False)
-            cluster.kubectl("delete", "pv", f"{release.namespace}-backups", "--wait=false", check=False)
-        psql("postgres", f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
-        shutil.rmtree(workdir, ignore_errors=True)
+    with served_webhook(cluster,
+                        {"slack": {"signingSecret": SLACK_SECRET, "allowedUsers": ["U_ALICE"],
+                                   "allowedChannels": ["C_OPS"]}},
+                        [{"name": "WEBHOOK_RATE_LIMIT", "value": "0"},
+                         {"name": "SLACK_RESPONSE_URL_PREFIX", "value": "http://127.0.0.1:9/"}]) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

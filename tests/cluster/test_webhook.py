@@ -8,12 +8,15 @@ controller marks the Job Complete, and the webhook reports it (GET /v1/restores/
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.server
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PgRestoreGate, install, wait_until
+from conftest import Database, PgRestoreGate, install, psql, unique, wait_until
 from runner import JobRunner, run_pod_template_locally, stop
 from test_workflows import app_objects, backup_job
 
@@ -133,6 +136,44 @@ class Webhook:
 
     def close(self):
         stop(self.proc)
+
+
+@contextlib.contextmanager
+def served_webhook(cluster, webhook: dict, extra_env: list[dict]):
+    """A release of its own (for a module fixture): its database with 50 customers, the webhook with the backup
+    volume mounted and RS256 tokens verified through the chart's JWKS (plus `webhook` values), one backup on the
+    volume, the webhook running as its pod would. Yields (release, webhook, key); everything is removed after."""
+    workdir = Path(tempfile.mkdtemp(prefix="eternia-k8s-", dir="/var/tmp"))
+    workdir.chmod(0o755)
+    database = Database(unique("eb_k8s").replace("-", "_"))
+    psql("postgres", f"CREATE DATABASE {database.name}")
+    database.sql("CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);"
+                 "INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50) g;")
+    key = Rs256Key(workdir)
+    release = None
+    try:
+        release = install(cluster, workdir, database, values={
+            "webhook": {"enabled": True, "mountBackups": True,
+                        "auth": {"jwks": key.jwks, "issuer": ISSUER, "audience": AUDIENCE,
+                                 "allowedSubjects": [SUBJECT]},
+                        **webhook},
+            "extraEnv": extra_env,
+        })
+        cluster.apply(app_objects(release.app_namespace))
+        with JobRunner(cluster, [release.namespace], workdir) as runner:
+            backup_job(cluster, release, runner)
+        hook = Webhook(cluster, release, workdir)
+        try:
+            yield release, hook, key
+        finally:
+            hook.close()
+    finally:
+        if release is not None:
+            cluster.kubectl("delete", "namespace", release.namespace, release.app_namespace, "--wait=false",
+                            check=False)
+            cluster.kubectl("delete", "pv", f"{release.namespace}-backups", "--wait=false", check=False)
+        psql("postgres", f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
