@@ -25,8 +25,11 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("pg_dump failed ({status}) after {bytes} bytes: {stderr}; check: {hint}")]
+    #[error(
+        "pg_dump failed ({status}) on database {database} after {bytes} bytes: {stderr}; check: {hint}"
+    )]
     Dump {
+        database: String,
         status: String,
         bytes: u64,
         stderr: String,

@@ -6,10 +6,14 @@ use serde::{Deserialize, Serialize};
 use super::name::Compression;
 
 pub const FORMAT_VERSION: u32 = 2;
+/// The format of an archive with more than one database (`more_databases`, each in a directory of
+/// its own): a binary that reads only format 2 refuses it rather than restore part of it.
+pub const MULTI_DATABASE_FORMAT_VERSION: u32 = 3;
 /// The oldest format this version reads (1: no `database/globals.json`, no `pg_dump_version`).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_ENTRY: &str = "manifest.json";
-pub const DUMP_CHUNK_PREFIX: &str = "database/pgdump.";
+/// Where the first (or only) database's entries are: `database/pgdump.NNNNNN`, `database/globals.json`.
+pub const FIRST_DATABASE_DIR: &str = "database";
 /// The manifest is small; anything larger is not one of ours and is refused without reading it whole.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -25,7 +29,11 @@ pub struct Manifest {
     pub created: Timestamp,
     pub compression: Compression,
     pub encrypted: bool,
+    /// The first (or only) database: the one the backup's connection names.
     pub database: DatabaseInfo,
+    /// The further databases of a backup of several (format 3), each in its own directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_databases: Vec<DatabaseInfo>,
     pub kubernetes: Option<KubernetesInfo>,
     pub entries: Vec<EntryDigest>,
     /// A restore's safety backup (absent, and so false, in every other archive and in older ones).
@@ -46,6 +54,62 @@ pub struct DatabaseInfo {
     pub dump_bytes: u64,
     pub chunks: u32,
     pub tables: Vec<TableCount>,
+    /// The directory of its entries (absent: `database`, the first database's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+impl DatabaseInfo {
+    pub fn dir(&self) -> &str {
+        self.dir.as_deref().unwrap_or(FIRST_DATABASE_DIR)
+    }
+
+    /// The number of one of this database's dump chunks (`<dir>/pgdump.000042` → 42).
+    pub fn chunk_number(&self, path: &str) -> Option<u32> {
+        chunk_number_in(self.dir(), path)
+    }
+
+    pub fn chunk_path(&self, n: u32) -> String {
+        chunk_path_in(self.dir(), n)
+    }
+
+    /// The entry with the roles, database state and owners (format 2 on).
+    pub fn globals_entry(&self) -> String {
+        format!("{}/globals.json", self.dir())
+    }
+}
+
+impl Manifest {
+    /// Every database in the archive, the first one first.
+    pub fn databases(&self) -> impl Iterator<Item = &DatabaseInfo> {
+        std::iter::once(&self.database).chain(&self.more_databases)
+    }
+
+    pub fn find_database(&self, name: &str) -> Option<&DatabaseInfo> {
+        self.databases().find(|d| d.name == name)
+    }
+
+    /// The database (its index in [`Manifest::databases`]) and number of a dump chunk entry.
+    pub fn chunk_of(&self, path: &str) -> Option<(usize, u32)> {
+        self.databases()
+            .enumerate()
+            .find_map(|(i, d)| d.chunk_number(path).map(|n| (i, n)))
+    }
+
+    /// The format an archive with these databases has: 3 with several, 2 with one.
+    pub fn format_for(more_databases: &[DatabaseInfo]) -> u32 {
+        if more_databases.is_empty() {
+            FORMAT_VERSION
+        } else {
+            MULTI_DATABASE_FORMAT_VERSION
+        }
+    }
+}
+
+/// The directory of the `n`th further database (1-based) of a backup of several: by number, since a
+/// database's name may hold any character.
+pub fn further_database_dir(n: usize) -> String {
+    format!("databases/{n}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,15 +153,51 @@ pub struct ArchiveDigest {
     pub sha256: String,
 }
 
-/// The number of a dump chunk entry (`database/pgdump.000042` → 42).
-pub fn chunk_number(path: &str) -> Option<u32> {
-    let digits = path.strip_prefix(DUMP_CHUNK_PREFIX)?;
+fn chunk_number_in(dir: &str, path: &str) -> Option<u32> {
+    let digits = path.strip_prefix(dir)?.strip_prefix("/pgdump.")?;
     if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-pub fn chunk_path(n: u32) -> String {
-    format!("{DUMP_CHUNK_PREFIX}{n:06}")
+pub fn chunk_path_in(dir: &str, n: u32) -> String {
+    format!("{dir}/pgdump.{n:06}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(name: &str, dir: Option<&str>) -> DatabaseInfo {
+        DatabaseInfo {
+            name: name.into(),
+            server_version: "15.8".into(),
+            pg_dump_version: None,
+            dump_format: "custom".into(),
+            dump_bytes: 0,
+            chunks: 1,
+            tables: Vec::new(),
+            dir: dir.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn each_database_owns_the_chunks_in_its_directory_only() {
+        let first = db("app", None);
+        let second = db("analytics", Some(&further_database_dir(1)));
+        assert_eq!(first.chunk_path(7), "database/pgdump.000007");
+        assert_eq!(second.chunk_path(7), "databases/1/pgdump.000007");
+        assert_eq!(first.chunk_number("database/pgdump.000007"), Some(7));
+        assert_eq!(first.chunk_number("databases/1/pgdump.000007"), None);
+        assert_eq!(second.chunk_number("databases/1/pgdump.000007"), Some(7));
+        assert_eq!(second.chunk_number("databases/10/pgdump.000007"), None);
+        assert_eq!(first.chunk_number("database/pgdump.7"), None);
+        assert_eq!(second.globals_entry(), "databases/1/globals.json");
+        assert_eq!(Manifest::format_for(&[]), FORMAT_VERSION);
+        assert_eq!(
+            Manifest::format_for(&[second]),
+            MULTI_DATABASE_FORMAT_VERSION
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 
 use super::codec::HashingReader;
-use super::manifest::{MANIFEST_ENTRY, MAX_MANIFEST_BYTES, Manifest, chunk_number};
+use super::manifest::{MANIFEST_ENTRY, MAX_MANIFEST_BYTES, Manifest};
 use crate::error::{Error, Result};
 
 /// The longest entry name a GNU long-name header may carry (our longest: a Kubernetes object path).
@@ -44,7 +44,7 @@ pub fn walk<R: Read>(
     let mut tar = tar::Archive::new(decoded);
     let mut seen = HashSet::new();
     let mut manifest_seen = false;
-    let mut next_chunk = 1u32;
+    let mut next_chunk = vec![1u32; expected.databases().count()];
     let mut bytes = 0u64;
 
     let entries = tar
@@ -134,13 +134,14 @@ pub fn walk<R: Read>(
         let Some(want) = expected.entries.iter().find(|d| d.path == path) else {
             return Err(bad(format!("entry {path:?} is not listed in the manifest")));
         };
-        if let Some(n) = chunk_number(&path) {
-            if n != next_chunk {
+        if let Some((db, n)) = expected.chunk_of(&path) {
+            if n != next_chunk[db] {
                 return Err(bad(format!(
-                    "dump chunk {path:?} is out of order: expected chunk {next_chunk}"
+                    "dump chunk {path:?} is out of order: expected chunk {}",
+                    next_chunk[db]
                 )));
             }
-            next_chunk += 1;
+            next_chunk[db] += 1;
         }
         if entry.size() != want.size {
             return Err(bad(format!(
@@ -179,12 +180,15 @@ pub fn walk<R: Read>(
             missing.path
         )));
     }
-    if next_chunk - 1 != expected.database.chunks {
-        return Err(bad(format!(
-            "the archive has {} dump chunks, the manifest says {}",
-            next_chunk - 1,
-            expected.database.chunks
-        )));
+    for (db, next) in expected.databases().zip(next_chunk) {
+        if next - 1 != db.chunks {
+            return Err(bad(format!(
+                "the archive has {} dump chunks of database {}, the manifest says {}",
+                next - 1,
+                db.name,
+                db.chunks
+            )));
+        }
     }
     Ok(WalkSummary {
         entries: seen.len(),

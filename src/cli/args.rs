@@ -90,8 +90,10 @@ pub struct RestoreArgs {
     #[arg(long, env = "RESTORE_NO_SAFETY_BACKUP")]
     pub no_safety_backup: bool,
     /// Restore into this database instead of the configured one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all_databases")]
     pub target_database: Option<String>,
+    #[command(flatten)]
+    pub which_databases: WhichDatabasesArgs,
     /// Apply ConfigMaps/Secrets into this namespace instead of the archived one's configured namespace.
     #[arg(long)]
     pub target_namespace: Option<String>,
@@ -142,12 +144,26 @@ pub struct RestoreArgs {
     pub safety: ArchiveArgs,
 }
 
+/// Which of an archive's databases (a backup of several holds one dump each).
+#[derive(Args, Clone, Default)]
+pub struct WhichDatabasesArgs {
+    /// The archived database of this name (into the server's database of the same name, or
+    /// --target-database); without it, the archive's first database.
+    #[arg(long = "database", env = "RESTORE_DATABASE")]
+    pub database: Option<String>,
+    /// Every database of the archive, each into the server's database of its name.
+    #[arg(long, env = "RESTORE_ALL_DATABASES", conflicts_with = "database")]
+    pub all_databases: bool,
+}
+
 #[derive(Args, Clone)]
 pub struct DrillArgs {
     /// Archive name or `latest`.
     pub name: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub which_databases: WhichDatabasesArgs,
     #[command(flatten)]
     pub stores: StoreArgs,
     /// A file of SQL checks, `;`-separated, each returning one boolean that must be true.
@@ -339,6 +355,10 @@ pub struct BackupArgs {
     pub kubernetes: KubernetesArgs,
     #[command(flatten)]
     pub archive: ArchiveArgs,
+    /// Further databases in the same archive (comma-separated), or `all` (every database that is not a
+    /// template): one dump each, the connection's database first.
+    #[arg(long, env = "BACKUP_DATABASES", value_delimiter = ',')]
+    pub databases: Vec<String>,
     #[command(flatten)]
     pub retention: RetentionArgs,
     /// Do not apply retention after the backup.

@@ -9,15 +9,16 @@ use secrecy::SecretString;
 use super::args::{
     ArchiveArgs, BackupArgs, ChecksumArg, CompressionArg, DatabaseArgs, DrillArgs, GlobalArgs,
     KubernetesArgs, LeaseArgs, LogFormatArg, ModeArg, OwnershipArgs, PruneArgs, RestoreArgs,
-    RetentionArgs, ServeArgs, StoreArg, StoreArgs,
+    RetentionArgs, ServeArgs, StoreArg, StoreArgs, WhichDatabasesArgs,
 };
 use crate::archive::Compression;
 use crate::archive::codec::{EncodeOptions, parse_recipients};
-use crate::commands::backup::{BackupConfig, KubernetesSource};
+use crate::commands::backup::{BackupConfig, Databases, KubernetesSource};
 use crate::commands::drill::DrillConfig;
 use crate::commands::hooks::Hooks;
 use crate::commands::prune::PruneConfig;
 use crate::commands::restore::{KubeRestore, Mode, RestoreConfig, RolesConfig};
+use crate::commands::which_databases::ArchivedDatabases;
 use crate::error::{Error, Result};
 use crate::kube::export::ExportFilter;
 use crate::kube::lease::LeaseConfig;
@@ -267,17 +268,47 @@ fn archive_backup(
         retention: None,
         lease: None,
         safety: false,
+        databases: Databases::Target,
         progress_interval: Duration::from_secs(archive.progress_interval.max(1)),
     })
 }
 
 pub fn backup_config(global: &GlobalArgs, args: &BackupArgs) -> Result<BackupConfig> {
     let mut cfg = archive_backup(global, &args.database, &args.kubernetes, &args.archive)?;
+    cfg.databases = databases(&args.databases)?;
     cfg.retention = (!args.no_prune)
         .then(|| policy(&args.retention))
         .transpose()?;
     cfg.lease = Some(lease_config(&args.lease));
     Ok(cfg)
+}
+
+/// `BACKUP_DATABASES`: names, or `all` alone.
+fn databases(list: &[String]) -> Result<Databases> {
+    let names = trimmed(list);
+    match names.as_slice() {
+        [] => Ok(Databases::Target),
+        [all] if all == "all" => Ok(Databases::All),
+        more if more.iter().any(|n| n == "all") => Err(Error::config(
+            "BACKUP_DATABASES is `all` or a list of names, not both",
+        )),
+        _ => Ok(Databases::Named(names)),
+    }
+}
+
+/// `--database` / `--all-databases`.
+fn archived_databases(
+    args: &WhichDatabasesArgs,
+    target_database: Option<&str>,
+) -> ArchivedDatabases {
+    match (&args.database, args.all_databases) {
+        (_, true) => ArchivedDatabases::All,
+        (Some(name), false) if !name.is_empty() => ArchivedDatabases::Named {
+            name: name.clone(),
+            into_configured: target_database.is_some_and(|d| !d.is_empty()),
+        },
+        _ => ArchivedDatabases::First,
+    }
 }
 
 pub fn notifier(url: &Option<String>, on_success: bool) -> Option<Notifier> {
@@ -330,6 +361,7 @@ pub fn restore_config(global: &GlobalArgs, args: &RestoreArgs) -> Result<Restore
     Ok(RestoreConfig {
         which,
         target,
+        databases: archived_databases(&args.which_databases, args.target_database.as_deref()),
         mode: args.mode.into(),
         dry_run: args.dry_run,
         safety,
@@ -395,6 +427,7 @@ pub fn drill_config(args: &DrillArgs) -> Result<DrillConfig> {
     Ok(DrillConfig {
         which: Which::from_arg(&args.name),
         target,
+        databases: archived_databases(&args.which_databases, None),
         pg_restore: args.pg_restore.clone(),
         identity_file: args.identity_file.clone(),
         checks,

@@ -86,23 +86,34 @@ pub fn restore(s: &RestoreSummary) -> String {
         "archive {} ({}): checksums OK, {} tables / {} rows",
         s.archive, s.location, s.tables, s.rows
     ));
+    // With several databases each line about one names it.
+    let several = s.databases.len() > 1;
+    let of = |d: &crate::commands::restore::DatabaseRestored| {
+        if several {
+            format!("{}: ", d.archived)
+        } else {
+            String::new()
+        }
+    };
     if s.dry_run {
-        line(format!(
-            "database {}: mode {}, dump {} MiB, {}",
-            s.database,
-            s.mode.map_or("clean", |m| m.as_str()),
-            s.dump_bytes.div_ceil(1 << 20),
-            if s.jobs > 1 {
-                format!(
-                    "pg_restore -j{} from the dump written to the backup volume",
-                    s.jobs
-                )
-            } else {
-                "the dump streamed into pg_restore".to_owned()
+        for d in &s.databases {
+            line(format!(
+                "database {}: mode {}, dump {} MiB, {}",
+                d.database,
+                s.mode.map_or("clean", |m| m.as_str()),
+                d.dump_bytes.div_ceil(1 << 20),
+                if s.jobs > 1 {
+                    format!(
+                        "pg_restore -j{} from the dump written to the backup volume",
+                        s.jobs
+                    )
+                } else {
+                    "the dump streamed into pg_restore".to_owned()
+                }
+            ));
+            for t in &d.table_counts {
+                line(format!("  table {}.{}: {} rows", t.schema, t.table, t.rows));
             }
-        ));
-        for t in &s.table_counts {
-            line(format!("  table {}.{}: {} rows", t.schema, t.table, t.rows));
         }
     }
     for o in &s.objects {
@@ -117,19 +128,31 @@ pub fn restore(s: &RestoreSummary) -> String {
                 "safety backup: {n} (to undo: eternia-backup restore {n})"
             ));
         }
-        line(format!(
-            "row counts match the manifest: {} tables by PostgreSQL's insert counters, {} counted",
-            s.row_check.by_counters, s.row_check.counted
-        ));
-        if let Some(p) = &s.previous_database {
-            line(format!("previous database kept as {p}"));
-        }
-        if s.database_created {
+        for d in &s.databases {
             line(format!(
-                "database created as the backup recorded it (it did not exist on this server; to undo: \
-                 DROP DATABASE {})",
-                s.database.rsplit('/').next().unwrap_or(&s.database)
+                "{}row counts match the manifest: {} tables by PostgreSQL's insert counters, {} counted",
+                of(d),
+                d.row_check.by_counters,
+                d.row_check.counted
             ));
+            if let Some(p) = &d.previous_database {
+                line(format!("{}previous database kept as {p}", of(d)));
+            }
+            if d.created {
+                line(format!(
+                    "{}database created as the backup recorded it (it did not exist on this server; to undo: \
+                     DROP DATABASE {})",
+                    of(d),
+                    d.database.rsplit('/').next().unwrap_or(&d.database)
+                ));
+            }
+            if d.owners_mapped > 0 {
+                line(format!(
+                    "{}objects given to a new owner (--owner-map): {}",
+                    of(d),
+                    d.owners_mapped
+                ));
+            }
         }
         let r = &s.roles;
         if !r.created.is_empty() {
@@ -152,12 +175,6 @@ pub fn restore(s: &RestoreSummary) -> String {
         }
         for n in &r.left_alone {
             line(format!("existing role left as it is: {n}"));
-        }
-        if s.owners_mapped > 0 {
-            line(format!(
-                "objects given to a new owner (--owner-map): {}",
-                s.owners_mapped
-            ));
         }
         line(format!(
             "restore of {} complete in {:.1}s",

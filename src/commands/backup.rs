@@ -12,7 +12,7 @@ use tracing::{info, instrument, warn};
 use crate::archive::ArchiveName;
 use crate::archive::codec::EncodeOptions;
 use crate::archive::manifest::{
-    ArchiveDigest, DatabaseInfo, FORMAT_VERSION, KubernetesInfo, Manifest, Sidecar,
+    ArchiveDigest, DatabaseInfo, KubernetesInfo, Manifest, Sidecar, further_database_dir,
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::commands::prune::{PruneReport, STALE_PARTIAL_AGE, prune};
@@ -23,7 +23,7 @@ use crate::kube::lease::LeaseConfig;
 use crate::notify::{Message, Notifier};
 use crate::postgres::PgTarget;
 use crate::postgres::dump::{DumpOptions, dump_into};
-use crate::postgres::globals::{GLOBALS_ENTRY, Globals};
+use crate::postgres::globals::Globals;
 use crate::postgres::snapshot::Snapshot;
 use crate::retention::Policy;
 use crate::store::set::Destinations;
@@ -45,6 +45,7 @@ pub struct BackupConfig {
     pub lease: Option<LeaseConfig>,
     /// A restore's safety backup: named and marked as such, never `latest`.
     pub safety: bool,
+    pub databases: Databases,
 }
 
 /// The namespace whose ConfigMaps and Secrets go into the archive.
@@ -60,6 +61,8 @@ pub struct BackupSummary {
     pub size: u64,
     pub sha256: String,
     pub duration: Duration,
+    /// How many databases the archive holds (1 unless `databases` named more).
+    pub databases: usize,
     pub dump_bytes: u64,
     pub tables: usize,
     pub rows: i64,
@@ -72,8 +75,12 @@ pub struct BackupSummary {
 
 impl BackupSummary {
     pub fn one_line(&self) -> String {
+        let databases = match self.databases {
+            1 => String::new(),
+            n => format!("{n} databases, "),
+        };
         format!(
-            "backup {} complete: {} in {:.1}s, {} tables / {} rows, {} ConfigMaps, {} Secrets, sha256 {}",
+            "backup {} complete: {} in {:.1}s, {databases}{} tables / {} rows, {} ConfigMaps, {} Secrets, sha256 {}",
             self.name,
             human_size(self.size),
             self.duration.as_secs_f64(),
@@ -162,6 +169,7 @@ pub async fn run(
     let snapshot = Snapshot::open(&cfg.target).await?;
     let pg_dump_version = dump_client_version(cfg, &snapshot.server_version)?;
     let globals = read_globals(&cfg.target).await;
+    let further = further_databases(cfg).await?;
     let export = match (&cfg.kubernetes, client) {
         (Some(k), Some(client)) => {
             Some(crate::kube::export::export_namespace(client, &k.namespace, &k.filter).await?)
@@ -174,6 +182,7 @@ pub async fn run(
         export: export.as_ref(),
         globals: globals.as_ref(),
         pg_dump_version,
+        further,
     };
     let dumped = write_archive(cfg, sink, snapshot, contents, created, &file_name).await?;
     let sidecar = finish_archive(dumped, &name, created, export.as_ref()).await?;
@@ -185,9 +194,10 @@ pub async fn run(
         size: sidecar.archive.size,
         sha256: sidecar.archive.sha256.clone(),
         duration: started.elapsed(),
-        dump_bytes: m.database.dump_bytes,
-        tables: m.database.tables.len(),
-        rows: m.database.tables.iter().map(|t| t.rows).sum(),
+        databases: m.databases().count(),
+        dump_bytes: m.databases().map(|d| d.dump_bytes).sum(),
+        tables: m.databases().map(|d| d.tables.len()).sum(),
+        rows: m.databases().flat_map(|d| &d.tables).map(|t| t.rows).sum(),
         config_maps: m.kubernetes.as_ref().map_or(0, |k| k.config_maps),
         secrets: m.kubernetes.as_ref().map_or(0, |k| k.secrets),
         retention: Vec::new(),
@@ -236,14 +246,18 @@ pub async fn run(
 /// The archive's contents, written: the tar stream still open, and what went into it.
 struct Dumped {
     writer: ArchiveWriter<Box<dyn ArchiveSink>>,
-    database: DatabaseInfo,
+    /// The first database first.
+    databases: Vec<DatabaseInfo>,
 }
 
 /// What goes into the archive besides the dump.
 struct Contents<'a> {
     export: Option<&'a Export>,
+    /// The first database's (the others' are read as each is dumped).
     globals: Option<&'a Globals>,
     pg_dump_version: Option<String>,
+    /// The databases after the first.
+    further: Vec<String>,
 }
 
 /// The roles, database state and owners (see [`Globals`]), on a connection of their own (a failed
@@ -270,7 +284,12 @@ async fn read_globals(target: &PgTarget) -> Option<Globals> {
 fn dump_client_version(cfg: &BackupConfig, server_version: &str) -> Result<Option<String>> {
     match crate::postgres::version::client_version(&cfg.dump.pg_dump) {
         Ok(v) => {
-            crate::postgres::version::check_dump_client(&v, server_version, &cfg.dump.pg_dump)?;
+            crate::postgres::version::check_dump_client(
+                &v,
+                server_version,
+                &cfg.dump.pg_dump,
+                &cfg.target.dbname,
+            )?;
             Ok(Some(v))
         }
         Err(e) => {
@@ -280,12 +299,65 @@ fn dump_client_version(cfg: &BackupConfig, server_version: &str) -> Result<Optio
     }
 }
 
-/// Streams the exported objects, the globals and `pg_dump` (in the snapshot) into the archive, while
-/// the row counts are taken in the same snapshot.
+/// The databases a backup holds besides the one its connection names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Databases {
+    /// Only the connection's database.
+    #[default]
+    Target,
+    /// These too (the connection's database is always the first).
+    Named(Vec<String>),
+    /// Every database that is not a template and takes connections.
+    All,
+}
+
+/// The further databases, in the order they are dumped (the connection's own left out, each once).
+async fn further_databases(cfg: &BackupConfig) -> Result<Vec<String>> {
+    if cfg.databases == Databases::Target {
+        return Ok(Vec::new());
+    }
+    let mut conn = crate::postgres::snapshot::connect(&cfg.target).await?;
+    let present: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(|e| cfg.target.error("cannot list the databases", &e))?;
+    let _ = sqlx::Connection::close(conn).await;
+    let names = match &cfg.databases {
+        Databases::Named(names) => {
+            let missing: Vec<&str> = names
+                .iter()
+                .filter(|n| !present.contains(n))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Config(format!(
+                    "BACKUP_DATABASES names {} that the server does not have (or that take no \
+                     connections): correct the list, or use `all`; nothing was written",
+                    missing.join(", ")
+                )));
+            }
+            names.clone()
+        }
+        _ => present,
+    };
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if n != cfg.target.dbname && !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Streams the exported objects, then each database in turn (its globals and `pg_dump` in its own
+/// snapshot, its row counts taken in the same snapshot meanwhile) into the archive. The databases are
+/// dumped one after another: the archive is one stream, and each dump already keeps a core busy.
 async fn write_archive(
     cfg: &BackupConfig,
     sink: Box<dyn ArchiveSink>,
-    mut snapshot: Snapshot,
+    first: Snapshot,
     contents: Contents<'_>,
     created: Timestamp,
     file_name: &str,
@@ -296,49 +368,123 @@ async fn write_archive(
         cfg.progress_interval,
         file_name.to_owned(),
     );
-    let (target, dump_opts, encode, snapshot_id) = (
-        cfg.target.clone(),
+    let written = async {
+        let objects = contents
+            .export
+            .map(|e| e.objects.clone())
+            .unwrap_or_default();
+        let encode = cfg.encode.clone();
+        let mut writer = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut w = ArchiveWriter::new(sink, &encode, created).map_err(archive_write_error)?;
+            for obj in &objects {
+                w.append(&obj.path, &obj.yaml, None)
+                    .map_err(archive_write_error)?;
+            }
+            Ok(w)
+        })
+        .await
+        .expect("archive writer task")?;
+        let mut databases = Vec::new();
+        let (first_globals, version) = (contents.globals, contents.pg_dump_version);
+        let (info, w) = dump_database(
+            cfg,
+            writer,
+            first,
+            &cfg.target,
+            first_globals,
+            None,
+            &progress,
+        )
+        .await?;
+        writer = w;
+        databases.push(DatabaseInfo {
+            pg_dump_version: version.clone(),
+            ..info
+        });
+        for (i, name) in contents.further.iter().enumerate() {
+            let target = cfg.target.with_database(name);
+            let snapshot = Snapshot::open(&target).await?;
+            let globals = read_globals(&target).await;
+            let dir = further_database_dir(i + 1);
+            let (info, w) = dump_database(
+                cfg,
+                writer,
+                snapshot,
+                &target,
+                globals.as_ref(),
+                Some(dir),
+                &progress,
+            )
+            .await?;
+            writer = w;
+            databases.push(DatabaseInfo {
+                pg_dump_version: version.clone(),
+                ..info
+            });
+        }
+        Ok(Dumped { writer, databases })
+    }
+    .await;
+    ticker.abort();
+    written
+}
+
+fn archive_write_error(e: std::io::Error) -> Error {
+    Error::storage("cannot write archive", "the archive being written", e)
+}
+
+/// One database into the archive: its globals, then `pg_dump` in its snapshot while its rows are
+/// counted in the same snapshot. `dir`: `None` for the first database's `database/`.
+async fn dump_database(
+    cfg: &BackupConfig,
+    mut w: ArchiveWriter<Box<dyn ArchiveSink>>,
+    mut snapshot: Snapshot,
+    target: &PgTarget,
+    globals: Option<&Globals>,
+    dir: Option<String>,
+    progress: &Arc<AtomicU64>,
+) -> Result<(DatabaseInfo, ArchiveWriter<Box<dyn ArchiveSink>>)> {
+    let mut info = DatabaseInfo {
+        name: snapshot.database.clone(),
+        server_version: snapshot.server_version.clone(),
+        pg_dump_version: None,
+        dump_format: "custom".into(),
+        dump_bytes: 0,
+        chunks: 0,
+        tables: Vec::new(),
+        dir,
+    };
+    info!(database = %info.name, dir = info.dir(), "dumping");
+    let globals = globals.map(|g| serde_json::to_vec_pretty(g).expect("globals serialise"));
+    let (entry, dir) = (info.globals_entry(), info.dir().to_owned());
+    let (target_owned, dump_opts, snapshot_id, progress) = (
+        target.clone(),
         cfg.dump.clone(),
-        cfg.encode.clone(),
         snapshot.id.clone(),
+        progress.clone(),
     );
-    let objects = contents
-        .export
-        .map(|e| e.objects.clone())
-        .unwrap_or_default();
-    let globals = contents
-        .globals
-        .map(|g| serde_json::to_vec_pretty(g).expect("globals serialise"));
     let writing = tokio::task::spawn_blocking(move || -> Result<_> {
-        let write_err = |e| Error::storage("cannot write archive", "the archive being written", e);
-        let mut w = ArchiveWriter::new(sink, &encode, created).map_err(write_err)?;
-        for obj in &objects {
-            w.append(&obj.path, &obj.yaml, None).map_err(write_err)?;
-        }
         if let Some(g) = &globals {
-            w.append(GLOBALS_ENTRY, g, None).map_err(write_err)?;
+            w.append(&entry, g, None).map_err(archive_write_error)?;
         }
-        let stats = dump_into(&mut w, &target, Some(&snapshot_id), &dump_opts, &progress)?;
+        let stats = dump_into(
+            &mut w,
+            &dir,
+            &target_owned,
+            Some(&snapshot_id),
+            &dump_opts,
+            &progress,
+        )?;
         Ok((w, stats))
     });
-    let counts = snapshot.count_rows(&cfg.target).await;
+    let counts = snapshot.count_rows(target).await;
     let written = writing.await.expect("archive writer task");
-    let (name, server_version) = (snapshot.database.clone(), snapshot.server_version.clone());
     snapshot.close().await;
-    ticker.abort();
-    let (writer, stats) = written?;
-    Ok(Dumped {
-        writer,
-        database: DatabaseInfo {
-            name,
-            server_version,
-            pg_dump_version: contents.pg_dump_version,
-            dump_format: "custom".into(),
-            dump_bytes: stats.bytes,
-            chunks: stats.chunks,
-            tables: counts?,
-        },
-    })
+    let (w, stats) = written?;
+    info.dump_bytes = stats.bytes;
+    info.chunks = stats.chunks;
+    info.tables = counts?;
+    Ok((info, w))
 }
 
 /// Ends the tar stream with the manifest, then commits the archive and its sidecar.
@@ -355,16 +501,19 @@ async fn finish_archive(
         secrets: e.secrets,
     });
     let (compression, encrypted, safety) = (name.compression, name.encrypted, name.safety);
-    let (manifest_name, database) = (file_name.clone(), dumped.database);
+    let mut databases = dumped.databases.into_iter();
+    let database = databases.next().expect("the first database");
+    let (manifest_name, more_databases) = (file_name.clone(), databases.collect::<Vec<_>>());
     let (sink, manifest, digest) = tokio::task::spawn_blocking(move || {
         dumped.writer.finish(|entries| Manifest {
-            format_version: FORMAT_VERSION,
+            format_version: Manifest::format_for(&more_databases),
             tool_version: env!("CARGO_PKG_VERSION").into(),
             name: manifest_name,
             created,
             compression,
             encrypted,
             database,
+            more_databases,
             kubernetes,
             entries,
             safety,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::{instrument, warn};
 
 use crate::commands::restore::{Verified, restore_pass, unused_names, verified};
+use crate::commands::which_databases::{self, ArchivedDatabases, Planned};
 use crate::error::{Error, Result};
 use crate::notify::{Message, Notifier};
 use crate::postgres::PgTarget;
@@ -16,6 +17,8 @@ use crate::store::{StoreSet, Which};
 pub struct DrillConfig {
     pub which: Which,
     pub target: PgTarget,
+    /// Which of the archive's databases (each into a scratch database of its own).
+    pub databases: ArchivedDatabases,
     pub pg_restore: PathBuf,
     pub identity_file: Option<PathBuf>,
     /// `;`-separated SQL statements, each returning one boolean that must be true.
@@ -25,6 +28,7 @@ pub struct DrillConfig {
 #[derive(Debug, Clone)]
 pub struct DrillReport {
     pub archive: String,
+    /// The scratch databases, one per database drilled (all dropped).
     pub scratch: String,
     pub passed: bool,
     pub problems: Vec<String>,
@@ -83,56 +87,80 @@ pub async fn run_and_notify(
 
 #[instrument(skip_all, fields(database = %cfg.target))]
 pub async fn run(cfg: &DrillConfig, stores: &StoreSet) -> Result<DrillReport> {
-    let (target, identity) = (&cfg.target, &cfg.identity_file);
+    let identity = &cfg.identity_file;
     let t0 = Instant::now();
     let (store, backup) = stores.resolve(&cfg.which).await?;
     let name = backup.name.clone();
-    let Verified { manifest, .. } = verified(store, &backup, identity, None).await?;
+    let Verified { manifest, .. } = verified(store, &backup, identity, &[]).await?;
+    let planned = which_databases::plan(&name, &manifest, &cfg.databases, &cfg.target)?;
     let verify_time = t0.elapsed();
+    let t1 = Instant::now();
+    let (mut problems, mut scratches) = (Vec::new(), Vec::new());
+    for (i, p) in planned.iter().enumerate() {
+        // The SQL checks are about the application's database: the first one.
+        let checks = cfg.checks.as_deref().filter(|_| i == 0);
+        let (scratch, found) = drill_one(cfg, store, &name, &manifest, p, checks).await?;
+        scratches.push(scratch);
+        problems.extend(found.into_iter().map(|f| match planned.len() {
+            1 => f,
+            _ => format!("{}: {f}", p.db.name),
+        }));
+    }
+    Ok(DrillReport {
+        archive: name,
+        scratch: scratches.join(", "),
+        passed: problems.is_empty(),
+        problems,
+        verify: verify_time,
+        restore: t1.elapsed(),
+        total: t0.elapsed(),
+    })
+}
+
+/// One archived database into a scratch database beside the one it would go to, checked, dropped.
+/// Returns the scratch database's name and the problems found.
+async fn drill_one(
+    cfg: &DrillConfig,
+    store: &dyn crate::store::BackupStore,
+    name: &str,
+    manifest: &crate::archive::manifest::Manifest,
+    p: &Planned,
+    checks: Option<&str>,
+) -> Result<(String, Vec<String>)> {
+    let target = &cfg.target;
     let mut conn = pg::maintenance(target).await?;
-    let [scratch] = unused_names(&mut conn, target, &target.dbname, ["drill"]).await?;
+    let [scratch] = unused_names(&mut conn, target, &p.target.dbname, ["drill"]).await?;
     pg::create_database(&mut conn, target, &scratch, None).await?;
     let into = target.with_database(&scratch);
-    let t1 = Instant::now();
     let result = async {
         restore_pass(
             store,
-            &name,
-            &manifest,
+            name,
+            manifest,
+            &p.db,
             &into,
             RestoreOptions {
                 pg_restore: cfg.pg_restore.clone(),
                 ownership: Default::default(),
                 jobs: 1,
             },
-            identity.clone(),
+            cfg.identity_file.clone(),
             None,
         )
         .await?;
-        let mut problems =
-            pg::compare_row_counts(&into, &manifest.database.tables, Counting::Exact)
-                .await?
-                .differences;
-        if let Some(sql) = &cfg.checks {
+        let mut problems = pg::compare_row_counts(&into, &p.db.tables, Counting::Exact)
+            .await?
+            .differences;
+        if let Some(sql) = checks {
             problems.extend(run_checks(&into, sql).await?);
         }
         Ok::<_, Error>(problems)
     }
     .await;
-    let restore_time = t1.elapsed();
     if let Err(e) = pg::drop_database(&mut conn, target, &scratch).await {
         warn!(scratch = %scratch, error = %e, "could not drop the drill database");
     }
-    let problems = result?;
-    Ok(DrillReport {
-        archive: name,
-        scratch,
-        passed: problems.is_empty(),
-        problems,
-        verify: verify_time,
-        restore: restore_time,
-        total: t0.elapsed(),
-    })
+    Ok((scratch, result?))
 }
 
 /// Each `;`-separated statement must return a single true value.

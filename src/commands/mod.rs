@@ -10,3 +10,4 @@ pub mod prune;
 pub mod restore;
 pub mod status;
 pub mod verify;
+pub mod which_databases;

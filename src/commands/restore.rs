@@ -4,6 +4,7 @@
 //! as it was when missing) → owners mapped → row counts equal the manifest's → apply ConfigMaps/Secrets →
 //! rollout restart → wait → summary.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,10 +13,11 @@ use jiff::Timestamp;
 use tracing::{info, instrument, warn};
 
 use crate::archive::codec::decoder_with_identity_file;
-use crate::archive::manifest::{Manifest, Sidecar, TableCount, chunk_number};
+use crate::archive::manifest::{DatabaseInfo, Manifest, Sidecar, TableCount};
 use crate::commands::backup::{self, BackupConfig};
 use crate::commands::hooks::{self, Hooks};
 use crate::commands::verify::{self, Visit};
+use crate::commands::which_databases::{self, ArchivedDatabases, Planned};
 use crate::error::{Error, Result};
 use crate::kube::Cluster;
 use crate::kube::apply::{self, Applied};
@@ -24,7 +26,7 @@ use crate::kube::quiesce;
 use crate::postgres::PgTarget;
 use crate::postgres::database_state::DatabaseState;
 use crate::postgres::dump_offsets::DumpWriter;
-use crate::postgres::globals::{self, GLOBALS_ENTRY, Globals, RolesReport};
+use crate::postgres::globals::{self, Globals, Role, RolesReport};
 use crate::postgres::restore::{self as pg, Counting, Ownership, RestoreOptions, RowCheck};
 use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
 
@@ -76,6 +78,8 @@ pub struct KubeRestore {
 pub struct RestoreConfig {
     pub which: Which,
     pub target: PgTarget,
+    /// Which of the archive's databases (the first, one by name, or all).
+    pub databases: ArchivedDatabases,
     pub mode: Mode,
     pub dry_run: bool,
     /// The backup of the current state taken before anything changes (`None`: no way back).
@@ -105,36 +109,50 @@ pub struct RolesConfig {
 pub struct RestoreSummary {
     pub archive: String,
     pub location: String,
-    /// Where the dump goes (no password) and how.
+    /// Where the (first) dump goes (no password) and how.
     pub database: String,
     pub mode: Option<Mode>,
     pub jobs: u32,
-    /// The manifest's tables and row counts, and the dump's size.
-    pub table_counts: Vec<TableCount>,
-    pub dump_bytes: u64,
+    /// Each database loaded, the first one first.
+    pub databases: Vec<DatabaseRestored>,
     pub safety_backup: Option<String>,
-    pub previous_database: Option<String>,
-    /// The database did not exist on the server: the restore created it (as the backup recorded it).
-    pub database_created: bool,
     pub roles: RolesReport,
-    /// Objects given to another owner by `--owner-map`.
-    pub owners_mapped: usize,
+    /// Tables and rows of every database loaded.
     pub tables: usize,
     pub rows: i64,
-    /// How the restored row counts were found equal to the manifest's.
-    pub row_check: RowCheck,
     pub objects: Vec<Applied>,
     pub restarted: Vec<String>,
     pub duration: Duration,
     pub dry_run: bool,
 }
 
+/// One database of the archive, restored (or, in a dry run, planned).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseRestored {
+    /// Its name in the archive.
+    pub archived: String,
+    /// Where it went (no password).
+    pub database: String,
+    /// The manifest's tables and row counts, and the dump's size.
+    pub table_counts: Vec<TableCount>,
+    pub dump_bytes: u64,
+    pub previous_database: Option<String>,
+    /// The database did not exist on the server: the restore created it (as the backup recorded it).
+    pub created: bool,
+    /// Objects given to another owner by `--owner-map`.
+    pub owners_mapped: usize,
+    /// How the restored row counts were found equal to the manifest's.
+    pub row_check: RowCheck,
+}
+
 /// What a restore keeps while it verifies: the archived objects, and (for `pg_restore -j`) the dump
 /// chunks written to a file, only used once every checksum matched.
 struct Keep {
     objects: Vec<Vec<u8>>,
-    globals: Option<Vec<u8>>,
-    dump: Option<(DumpWriter, PathBuf)>,
+    /// Each database's globals entry (path → database name), and what was read of them.
+    globals_entries: BTreeMap<String, String>,
+    globals: BTreeMap<String, Vec<u8>>,
+    dumps: Vec<(DatabaseInfo, DumpWriter, PathBuf)>,
 }
 
 impl Visit for Keep {
@@ -143,47 +161,61 @@ impl Visit for Keep {
             let mut v = Vec::new();
             r.take(MAX_OBJECT_BYTES).read_to_end(&mut v)?;
             self.objects.push(v);
-        } else if path == GLOBALS_ENTRY {
+        } else if let Some(db) = self.globals_entries.get(path) {
             let mut v = Vec::new();
             r.read_to_end(&mut v)?;
-            self.globals = Some(v);
-        } else if let (Some((w, _)), true) = (self.dump.as_mut(), chunk_number(path).is_some()) {
+            self.globals.insert(db.clone(), v);
+        } else if let Some((_, w, _)) = self
+            .dumps
+            .iter_mut()
+            .find(|(db, _, _)| db.chunk_number(path).is_some())
+        {
             w.copy_from(r)?;
         }
         Ok(())
     }
 }
 
+/// A database's dump to write to a file during verification (for `pg_restore -j`).
+pub struct Extract<'a> {
+    pub db: &'a DatabaseInfo,
+    pub to: &'a Path,
+}
+
 /// A verified backup, ready to restore.
 pub struct Verified {
     pub manifest: Manifest,
     pub objects: Vec<Vec<u8>>,
-    /// The roles, database state and owners (archives of format 2 on).
-    pub globals: Option<Globals>,
+    /// Each database's roles, database state and owners, by its name in the archive (archives of
+    /// format 2 on).
+    pub globals: BTreeMap<String, Globals>,
 }
 
-/// Verifies the backup (refusing an encrypted one without its key), keeping the objects and, with
-/// `extract_dump`, writing the dump to that file on the way (one read of the archive, not two).
+/// Verifies the backup (refusing an encrypted one without its key), keeping the objects and writing
+/// the dumps of `extract` to their files on the way (one read of the archive, not two).
 pub async fn verified(
     store: &dyn BackupStore,
     backup: &StoredBackup,
     identity: &Option<PathBuf>,
-    extract_dump: Option<&Path>,
+    extract: &[Extract<'_>],
 ) -> Result<Verified> {
     let name = &backup.name;
     let sidecar = store.sidecar(name).await?;
-    let dump = match extract_dump {
-        Some(p) => Some((
-            DumpWriter::create(p, sidecar.manifest.database.dump_bytes)
-                .map_err(|e| dump_write_error(p, e))?,
-            p.to_owned(),
-        )),
-        None => None,
-    };
+    let mut dumps = Vec::new();
+    for e in extract {
+        let w =
+            DumpWriter::create(e.to, e.db.dump_bytes).map_err(|err| dump_write_error(e.to, err))?;
+        dumps.push((e.db.clone(), w, e.to.to_owned()));
+    }
     let keep = Keep {
         objects: Vec::new(),
-        globals: None,
-        dump,
+        globals_entries: sidecar
+            .manifest
+            .databases()
+            .map(|d| (d.globals_entry(), d.name.clone()))
+            .collect(),
+        globals: BTreeMap::new(),
+        dumps,
     };
     let (report, keep) = verify::check(store, backup, identity.clone(), keep).await?;
     if !report.contents_checked {
@@ -191,16 +223,19 @@ pub async fn verified(
             "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
         )));
     }
-    if let Some((w, p)) = keep.dump {
+    for (_, w, p) in keep.dumps {
         w.finish().map_err(|e| dump_write_error(&p, e))?;
     }
-    let globals =
-        match keep.globals {
-            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
-                Error::archive(name, format!("{GLOBALS_ENTRY} is not readable: {e}"))
-            })?),
-            None => None,
-        };
+    let mut globals = BTreeMap::new();
+    for (db, bytes) in keep.globals {
+        let g = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::archive(
+                name,
+                format!("the globals of database {db} are not readable: {e}"),
+            )
+        })?;
+        globals.insert(db, g);
+    }
     Ok(Verified {
         manifest: sidecar.manifest,
         objects: keep.objects,
@@ -229,6 +264,7 @@ pub async fn restore_pass(
     store: &dyn BackupStore,
     name: &str,
     manifest: &Manifest,
+    db: &DatabaseInfo,
     target: &PgTarget,
     opts: RestoreOptions,
     identity: Option<PathBuf>,
@@ -238,7 +274,7 @@ pub async fn restore_pass(
         Some(file) => DumpInput::File(file.to_owned()),
         None => DumpInput::Archive(store.open(name).await?),
     };
-    load_dump(input, name, manifest, target, opts, identity).await
+    load_dump(input, name, manifest, db, target, opts, identity).await
 }
 
 /// Where pg_restore reads the dump: the file written during verification, or the archive, opened.
@@ -251,6 +287,7 @@ async fn load_dump(
     input: DumpInput,
     name: &str,
     manifest: &Manifest,
+    db: &DatabaseInfo,
     target: &PgTarget,
     opts: RestoreOptions,
     identity: Option<PathBuf>,
@@ -264,7 +301,12 @@ async fn load_dump(
         }
         DumpInput::Archive(input) => input,
     };
-    let (manifest, target, name) = (manifest.clone(), target.clone(), name.to_owned());
+    let (manifest, db, target, name) = (
+        manifest.clone(),
+        db.clone(),
+        target.clone(),
+        name.to_owned(),
+    );
     tokio::task::spawn_blocking(move || -> Result<()> {
         let decoded = decoder_with_identity_file(
             input,
@@ -272,7 +314,7 @@ async fn load_dump(
             manifest.encrypted,
             identity.as_deref(),
         )?;
-        pg::pg_restore_from(&name, decoded, &manifest, &target, &opts).map(|_| ())
+        pg::pg_restore_from(&name, decoded, &manifest, &db, &target, &opts).map(|_| ())
     })
     .await
     .expect("restore task")
@@ -308,6 +350,15 @@ pub async fn run(
     result
 }
 
+/// One database this restore loads: where from, where to, whether it is there already, and (for
+/// `pg_restore -j`) the file its dump is written to during verification.
+struct Into {
+    db: DatabaseInfo,
+    target: PgTarget,
+    exists: bool,
+    dump_scratch: Option<pg::ScratchFile>,
+}
+
 async fn restore_locked(
     cfg: &RestoreConfig,
     stores: &StoreSet,
@@ -321,25 +372,38 @@ async fn restore_locked(
     crate::interrupt::step(format!(
         "checking versions for {name} (nothing was changed)"
     ));
-    let (exists, sidecar) = preflight(cfg, store, &name).await?;
+    let (sidecar, mut into) = preflight(cfg, store, &name).await?;
     crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
-    let jobs = jobs_for(cfg, stores, &sidecar);
-    // With more than one job the dump is extracted to the volume during verification (one pass, not two).
-    let dump_scratch = match (stores.scratch_space(), jobs > 1 && !cfg.dry_run) {
-        (Some(space), true) => Some(pg::ScratchFile::new(&space.dir)),
-        _ => None,
-    };
-    let dump_file = dump_scratch.as_ref().map(|f| f.path());
+    let jobs = jobs_for(cfg, stores, &sidecar, &into);
+    // With more than one job the dumps are extracted to the volume during verification (one pass, not two).
+    if let (Some(space), true) = (stores.scratch_space(), jobs > 1 && !cfg.dry_run) {
+        for (i, d) in into.iter_mut().enumerate() {
+            d.dump_scratch = Some(pg::ScratchFile::new(&space.dir, i));
+        }
+    }
+    let extract: Vec<Extract> = into
+        .iter()
+        .filter_map(|d| {
+            d.dump_scratch.as_ref().map(|f| Extract {
+                db: &d.db,
+                to: f.path(),
+            })
+        })
+        .collect();
     let Verified {
         manifest,
         objects,
         globals,
-    } = verified(store, &backup, &cfg.identity_file, dump_file).await?;
-    if !cfg.ownership.owner_map.is_empty() && globals.is_none() {
+    } = verified(store, &backup, &cfg.identity_file, &extract).await?;
+    if let (false, Some(d)) = (
+        cfg.ownership.owner_map.is_empty(),
+        into.iter().find(|d| !globals.contains_key(&d.db.name)),
+    ) {
         return Err(Error::Restore {
             step: "owner map".into(),
             problem: format!(
-                "{name} does not record who owns its objects (an archive of format 1)"
+                "{name} does not record who owns the objects of database {} (an archive of format 1)",
+                d.db.name
             ),
             hint:
                 "restore it with --no-owner (or with the owners as they are); nothing was changed"
@@ -349,15 +413,23 @@ async fn restore_locked(
     let mut summary = RestoreSummary {
         archive: name.clone(),
         location: store.location(),
-        database: cfg.target.to_string(),
+        database: into[0].target.to_string(),
         mode: Some(cfg.mode),
         jobs,
-        table_counts: manifest.database.tables.clone(),
-        dump_bytes: manifest.database.dump_bytes,
-        tables: manifest.database.tables.len(),
-        rows: manifest.database.tables.iter().map(|t| t.rows).sum(),
+        databases: into
+            .iter()
+            .map(|d| DatabaseRestored {
+                archived: d.db.name.clone(),
+                database: d.target.to_string(),
+                table_counts: d.db.tables.clone(),
+                dump_bytes: d.db.dump_bytes,
+                created: !d.exists,
+                ..DatabaseRestored::default()
+            })
+            .collect(),
+        tables: into.iter().map(|d| d.db.tables.len()).sum(),
+        rows: into.iter().flat_map(|d| &d.db.tables).map(|t| t.rows).sum(),
         dry_run: cfg.dry_run,
-        database_created: !exists,
         ..RestoreSummary::default()
     };
     let kube = match &cfg.kubernetes {
@@ -386,58 +458,63 @@ async fn restore_locked(
         hooks::run(pre, &hook_event(cfg, &name, "pre-restore", None)).await?;
     }
     // The application quiet (when asked), then the safety backup and everything that changes the
-    // database and the objects (nothing the application writes after the safety backup is lost); it
+    // databases and the objects (nothing the application writes after the safety backup is lost); it
     // comes back after, whatever the result; then the post-restore hook hears of the result.
     let outcome: Result<()> = async {
         let quiet = scale_down(kube.as_ref(), lease).await?;
         let changed: Result<()> = async {
             still_ours(lease).await?;
             crate::interrupt::step("taking the safety backup (nothing was changed)");
-            summary.safety_backup = safety_backup(cfg, stores, cluster, exists).await?;
-            let undo = undo_text(summary.safety_backup.as_deref(), exists, &cfg.target.dbname);
+            summary.safety_backup = safety_backup(cfg, stores, cluster, &into).await?;
+            let undo = undo_text(summary.safety_backup.as_deref(), &into);
 
-            if let Some(g) = &globals {
+            if !globals.is_empty() {
                 still_ours(lease).await?;
                 crate::interrupt::step(
                     "creating the roles the backup needs (the database was not touched)",
                 );
-                summary.roles = create_roles(cfg, g).await?;
+                summary.roles = create_roles(cfg, &into, &globals).await?;
             }
 
-            let load = Load {
-                store,
-                name: &name,
-                manifest: &manifest,
-                opts: RestoreOptions {
-                    pg_restore: cfg.pg_restore.clone(),
-                    ownership: cfg.ownership.clone(),
-                    jobs,
-                },
-                identity: &cfg.identity_file,
-                dump_file,
-                globals: globals.as_ref(),
-            };
-            still_ours(lease).await?;
-            crate::interrupt::step(match cfg.mode {
-                Mode::Clean => format!(
-                    "loading the database {} (clean mode: it is incomplete); {undo}",
-                    cfg.target.dbname
-                ),
-                Mode::Swap => format!(
-                    "loading a scratch database (swap mode: the live database {} was not touched)",
-                    cfg.target.dbname
-                ),
-            });
-            let loaded = match cfg.mode {
-                Mode::Clean => restore_clean(&cfg.target, &load, &undo).await?,
-                Mode::Swap => {
-                    let (loaded, previous) = restore_swap(&cfg.target, &load, lease).await?;
-                    summary.previous_database = previous;
-                    loaded
-                }
-            };
-            summary.row_check = loaded.check;
-            summary.owners_mapped = loaded.owners_mapped;
+            for (i, d) in into.iter().enumerate() {
+                let load = Load {
+                    store,
+                    name: &name,
+                    manifest: &manifest,
+                    db: &d.db,
+                    opts: RestoreOptions {
+                        pg_restore: cfg.pg_restore.clone(),
+                        ownership: cfg.ownership.clone(),
+                        jobs,
+                    },
+                    identity: &cfg.identity_file,
+                    dump_file: d.dump_scratch.as_ref().map(|f| f.path()),
+                    globals: globals.get(&d.db.name),
+                };
+                still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
+                let db = &d.target.dbname;
+                crate::interrupt::step(match cfg.mode {
+                    Mode::Clean => format!(
+                        "loading the database {db} (clean mode: it is incomplete); {undo}"
+                    ),
+                    Mode::Swap => format!(
+                        "loading a scratch database (swap mode: the live database {db} was not touched); {undo}"
+                    ),
+                });
+                let done = &mut summary.databases[i];
+                let loaded = match cfg.mode {
+                    Mode::Clean => restore_clean(&d.target, &load, &undo).await?,
+                    Mode::Swap => {
+                        let (loaded, previous) = restore_swap(&d.target, &load, lease)
+                            .await
+                            .map_err(|e| if i > 0 { with_undo(e, &undo) } else { e })?;
+                        done.previous_database = previous;
+                        loaded
+                    }
+                };
+                done.row_check = loaded.check;
+                done.owners_mapped = loaded.owners_mapped;
+            }
 
             if let Some((client, k)) = &kube {
                 still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
@@ -474,19 +551,29 @@ async fn safety_backup(
     cfg: &RestoreConfig,
     stores: &StoreSet,
     cluster: &Cluster,
-    exists: bool,
+    into: &[Into],
 ) -> Result<Option<String>> {
     let Some(safety) = &cfg.safety else {
         return Ok(None);
     };
-    if !exists {
+    let present: Vec<&PgTarget> = into
+        .iter()
+        .filter(|d| d.exists)
+        .map(|d| &d.target)
+        .collect();
+    let Some(first) = present.first() else {
         info!(
             database = %cfg.target.dbname,
             "no safety backup: the database does not exist on this server, there is nothing to keep"
         );
         return Ok(None);
-    }
-    let s = backup::run(safety, stores, cluster)
+    };
+    // Every database this restore overwrites, in one archive.
+    let mut safety = safety.clone();
+    safety.target = (*first).clone();
+    safety.databases =
+        backup::Databases::Named(present[1..].iter().map(|t| t.dbname.clone()).collect());
+    let s = backup::run(&safety, stores, cluster)
         .await
         .map_err(|e| Error::RestoreStep {
             step: "safety backup".into(),
@@ -499,16 +586,38 @@ async fn safety_backup(
 }
 
 /// The way back, as a failure names it.
-fn undo_text(safety_backup: Option<&str>, existed: bool, db: &str) -> String {
-    match (safety_backup, existed) {
+fn undo_text(safety_backup: Option<&str>, into: &[Into]) -> String {
+    let created: Vec<&str> = into
+        .iter()
+        .filter(|d| !d.exists)
+        .map(|d| d.target.dbname.as_str())
+        .collect();
+    let drop = match created.as_slice() {
+        [] => String::new(),
+        [db] => format!(
+            "the database {db} did not exist before this restore: `DROP DATABASE {db}` undoes it"
+        ),
+        dbs => format!(
+            "the databases {} did not exist before this restore: dropping them undoes it",
+            dbs.join(", ")
+        ),
+    };
+    let several = into.iter().filter(|d| d.exists).count() > 1;
+    let back = match (safety_backup, into.iter().any(|d| d.exists)) {
+        (Some(n), _) if several => format!(
+            "the previous state is in safety backup {n}: `eternia-backup restore {n} --all-databases` puts it back"
+        ),
         (Some(n), _) => format!(
             "the previous state is in safety backup {n}: `eternia-backup restore {n}` puts it back"
         ),
-        (None, false) => format!(
-            "the database {db} did not exist before this restore: `DROP DATABASE {db}` undoes it"
-        ),
         (None, true) => "no safety backup was taken (--no-safety-backup)".into(),
-    }
+        (None, false) => String::new(),
+    };
+    [back, drop]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn hook_event<'a>(
@@ -592,13 +701,14 @@ async fn post_hook(cfg: &RestoreConfig, backup: &str, outcome: Result<()>) -> Re
 }
 
 /// Before anything else: the server is reachable, new enough for the backup, and the `pg_restore` reads
-/// its dump. Returns whether the database exists there, and the backup's sidecar.
+/// its dump. Returns the backup's sidecar and the databases to load (whether each exists there).
 async fn preflight(
     cfg: &RestoreConfig,
     store: &dyn BackupStore,
     name: &str,
-) -> Result<(bool, Sidecar)> {
+) -> Result<(Sidecar, Vec<Into>)> {
     let sidecar = store.sidecar(name).await?;
+    let planned = which_databases::plan(name, &sidecar.manifest, &cfg.databases, &cfg.target)?;
     let db = &sidecar.manifest.database;
     let mut conn = pg::maintenance(&cfg.target).await?;
     let server: String = sqlx::query_scalar("SELECT current_setting('server_version')")
@@ -618,22 +728,44 @@ async fn preflight(
         &pg_restore,
         &server,
     )?;
-    let exists = pg::database_exists(&mut conn, &cfg.target, &cfg.target.dbname).await?;
+    let mut into = Vec::new();
+    for Planned { db, target } in planned {
+        let exists = pg::database_exists(&mut conn, &cfg.target, &target.dbname).await?;
+        into.push(Into {
+            db,
+            target,
+            exists,
+            dump_scratch: None,
+        });
+    }
     info!(
         backed_up_server = %db.server_version,
         pg_dump = db.pg_dump_version.as_deref().unwrap_or("unrecorded"),
         pg_restore = %pg_restore,
         server = %server,
-        database_exists = exists,
+        databases = into.len(),
+        database_exists = into[0].exists,
         "versions checked"
     );
-    Ok((exists, sidecar))
+    Ok((sidecar, into))
 }
 
-/// The roles the backup needs that the server lacks, created (unless `--no-create-roles`). Owners that
-/// `--owner-map` renames are not needed; with `--no-owner --no-privileges` no role is.
-async fn create_roles(cfg: &RestoreConfig, g: &Globals) -> Result<RolesReport> {
-    let needed = g.needed_roles(&cfg.ownership);
+/// The roles the backups of the databases need that the server lacks, created (unless
+/// `--no-create-roles`). Owners that `--owner-map` renames are not needed; with `--no-owner
+/// --no-privileges` no role is.
+async fn create_roles(
+    cfg: &RestoreConfig,
+    into: &[Into],
+    globals: &BTreeMap<String, Globals>,
+) -> Result<RolesReport> {
+    let mut needed: Vec<Role> = Vec::new();
+    for g in into.iter().filter_map(|d| globals.get(&d.db.name)) {
+        for r in g.needed_roles(&cfg.ownership) {
+            if !needed.iter().any(|n| n.name == r.name) {
+                needed.push(r);
+            }
+        }
+    }
     if !cfg.roles.create || needed.is_empty() {
         return Ok(RolesReport::default());
     }
@@ -649,13 +781,13 @@ async fn create_roles(cfg: &RestoreConfig, g: &Globals) -> Result<RolesReport> {
 
 /// `--jobs`, or the choice from the room on the backup volume for the dump (and the safety backup
 /// taken after it, about the archive's size).
-fn jobs_for(cfg: &RestoreConfig, stores: &StoreSet, sidecar: &Sidecar) -> u32 {
+fn jobs_for(cfg: &RestoreConfig, stores: &StoreSet, sidecar: &Sidecar, into: &[Into]) -> u32 {
     let space = match (cfg.jobs, stores.scratch_space()) {
         (Some(n), _) => return n,
         (None, None) => return 1,
         (None, Some(space)) => space,
     };
-    let need = sidecar.manifest.database.dump_bytes
+    let need = into.iter().map(|d| d.db.dump_bytes).sum::<u64>()
         + if cfg.safety.is_some() {
             sidecar.archive.size
         } else {
@@ -682,6 +814,8 @@ struct Load<'a> {
     store: &'a dyn BackupStore,
     name: &'a str,
     manifest: &'a Manifest,
+    /// The archived database loaded.
+    db: &'a DatabaseInfo,
     opts: RestoreOptions,
     identity: &'a Option<PathBuf>,
     dump_file: Option<&'a Path>,
@@ -715,6 +849,7 @@ impl Load<'_> {
             input,
             self.name,
             self.manifest,
+            self.db,
             into,
             self.opts.clone(),
             self.identity.clone(),
@@ -722,7 +857,7 @@ impl Load<'_> {
         .await?;
         let owners_mapped = self.map_owners(into).await?;
         Ok(Loaded {
-            check: check_rows(into, self.manifest).await?,
+            check: check_rows(into, &self.db.tables).await?,
             owners_mapped,
         })
     }
@@ -958,12 +1093,12 @@ fn with_undo(e: Error, undo: &str) -> Error {
     }
 }
 
-async fn check_rows(target: &PgTarget, manifest: &Manifest) -> Result<RowCheck> {
-    let check =
-        pg::compare_row_counts(target, &manifest.database.tables, Counting::CountersFirst).await?;
+async fn check_rows(target: &PgTarget, tables: &[TableCount]) -> Result<RowCheck> {
+    let check = pg::compare_row_counts(target, tables, Counting::CountersFirst).await?;
     if check.differences.is_empty() {
         info!(
-            tables = manifest.database.tables.len(),
+            database = %target.dbname,
+            tables = tables.len(),
             by_counters = check.by_counters,
             counted = check.counted,
             "row counts match the manifest"
@@ -974,8 +1109,9 @@ async fn check_rows(target: &PgTarget, manifest: &Manifest) -> Result<RowCheck> 
     Err(Error::Restore {
         step: "row count check".into(),
         problem: format!(
-            "{} tables differ from the manifest: {}",
+            "{} tables of database {} differ from the manifest: {}",
             diffs.len(),
+            target.dbname,
             diffs.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
         ),
         hint: "the restored data is not what was backed up".into(),

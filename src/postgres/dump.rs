@@ -13,7 +13,7 @@ use tracing::{debug, instrument};
 
 use super::target::PgTarget;
 use crate::archive::codec::sha256_hex;
-use crate::archive::manifest::chunk_path;
+use crate::archive::manifest::chunk_path_in;
 use crate::archive::writer::ArchiveWriter;
 use crate::error::{Error, Result};
 
@@ -31,11 +31,12 @@ pub struct DumpStats {
 
 const STDERR_TAIL: usize = 4096;
 
-/// Runs `pg_dump` against `target` in `snapshot` and appends its output to `writer` as
-/// `database/pgdump.NNNNNN` chunks. `progress` counts dumped bytes as they arrive.
+/// Runs `pg_dump` against `target` in `snapshot` and appends its output to `writer` as the
+/// `<dir>/pgdump.NNNNNN` chunks (see `DatabaseInfo::dir`). `progress` counts dumped bytes as they arrive.
 #[instrument(skip_all, fields(database = %target, pg_dump = %opts.pg_dump.display()))]
 pub fn dump_into<W: Write>(
     writer: &mut ArchiveWriter<W>,
+    dir: &str,
     target: &PgTarget,
     snapshot: Option<&str>,
     opts: &DumpOptions,
@@ -52,6 +53,7 @@ pub fn dump_into<W: Write>(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Error::Dump {
+        database: target.dbname.clone(),
         status: "not started".into(),
         bytes: 0,
         stderr: format!("cannot run {}: {e}", opts.pg_dump.display()),
@@ -98,7 +100,7 @@ pub fn dump_into<W: Write>(
     let mut write_err = None;
     for (buf, sha) in full_rx.iter() {
         stats.chunks += 1;
-        if let Err(e) = writer.append(&chunk_path(stats.chunks), &buf, Some(sha)) {
+        if let Err(e) = writer.append(&chunk_path_in(dir, stats.chunks), &buf, Some(sha)) {
             write_err = Some(e);
             break;
         }
@@ -125,6 +127,7 @@ pub fn dump_into<W: Write>(
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
     let status = child.wait().map_err(|e| Error::Dump {
+        database: target.dbname.clone(),
         status: "unknown".into(),
         bytes: stats.bytes,
         stderr: e.to_string(),
@@ -137,6 +140,7 @@ pub fn dump_into<W: Write>(
             _ => tail,
         };
         return Err(Error::Dump {
+            database: target.dbname.clone(),
             status: status.to_string(),
             bytes: stats.bytes,
             hint: dump_hint(&stderr).into(),
@@ -145,6 +149,7 @@ pub fn dump_into<W: Write>(
     }
     if stats.bytes == 0 {
         return Err(Error::Dump {
+            database: target.dbname.clone(),
             status: status.to_string(),
             bytes: 0,
             stderr: "pg_dump produced no output".into(),

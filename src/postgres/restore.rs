@@ -14,7 +14,7 @@ use tracing::{info, instrument, warn};
 use super::database_state::DatabaseState;
 use super::snapshot::{USER_TABLES, connect, count_table, quote_ident};
 use super::target::PgTarget;
-use crate::archive::manifest::{Manifest, TableCount, chunk_number};
+use crate::archive::manifest::{DatabaseInfo, Manifest, TableCount};
 use crate::archive::name::scratch_dump_name;
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
@@ -67,18 +67,20 @@ fn command(target: &PgTarget, opts: &RestoreOptions) -> Command {
     cmd
 }
 
-/// Walks the decoded archive (checking every checksum again) and streams its dump into one `pg_restore`.
-#[instrument(skip_all, fields(database = %target))]
+/// Walks the decoded archive (checking every checksum again) and streams the dump of `db` into one
+/// `pg_restore`.
+#[instrument(skip_all, fields(database = %target, archived = %db.name))]
 pub fn pg_restore_from<R: Read>(
     archive_name: &str,
     decoded: R,
     manifest: &Manifest,
+    db: &DatabaseInfo,
     target: &PgTarget,
     opts: &RestoreOptions,
 ) -> Result<u64> {
     let mut child = spawn(command(target, opts).stdin(Stdio::piped()), opts)?;
     let mut stdin = child.0.stdin.take().expect("piped stdin");
-    let fed = write_dump(archive_name, decoded, manifest, &mut stdin);
+    let fed = write_dump(archive_name, decoded, manifest, db, &mut stdin);
     drop(stdin);
     // pg_restore's own failure explains a broken pipe while feeding it: report that first.
     finish(child)?;
@@ -99,16 +101,17 @@ pub fn pg_restore_file(
     finish(spawn(&mut cmd, opts)?)
 }
 
-/// Writes the dump chunks of the archive, in order, to `out` (checking every entry on the way).
+/// Writes the dump chunks of `db`, in order, to `out` (checking every entry of the archive on the way).
 pub fn write_dump<R: Read>(
     archive_name: &str,
     decoded: R,
     manifest: &Manifest,
+    db: &DatabaseInfo,
     out: &mut dyn Write,
 ) -> Result<u64> {
     let mut fed = 0u64;
     walk(archive_name, decoded, manifest, |path, r| {
-        if chunk_number(path).is_some() {
+        if db.chunk_number(path).is_some() {
             fed += io::copy(r, out)?;
         }
         Ok(())
@@ -120,8 +123,9 @@ pub fn write_dump<R: Read>(
 pub struct ScratchFile(PathBuf);
 
 impl ScratchFile {
-    pub fn new(dir: &std::path::Path) -> ScratchFile {
-        ScratchFile(dir.join(scratch_dump_name(std::process::id())))
+    /// The `n`th (from 0) dump file of this process: one per database a restore loads.
+    pub fn new(dir: &std::path::Path, n: usize) -> ScratchFile {
+        ScratchFile(dir.join(scratch_dump_name(std::process::id(), n)))
     }
 
     pub fn path(&self) -> &std::path::Path {

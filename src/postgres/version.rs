@@ -41,9 +41,10 @@ pub fn client_version(bin: &Path) -> Result<String> {
 }
 
 /// A `pg_dump` older than the server refuses it (and would miss what the newer server has).
-pub fn check_dump_client(pg_dump: &str, server: &str, bin: &Path) -> Result<()> {
+pub fn check_dump_client(pg_dump: &str, server: &str, bin: &Path, database: &str) -> Result<()> {
     match (major(pg_dump), major(server)) {
         (Some(client), Some(srv)) if client < srv => Err(Error::Dump {
+            database: database.into(),
             status: "not started".into(),
             bytes: 0,
             stderr: format!(
@@ -128,10 +129,15 @@ mod tests {
 
     #[test]
     fn a_backup_refuses_a_pg_dump_older_than_the_server() {
-        let e = check_dump_client("14.9", "15.18 (Debian)", Path::new("/usr/bin/pg_dump"))
-            .unwrap_err()
-            .to_string();
+        let e = check_dump_client(
+            "14.9",
+            "15.18 (Debian)",
+            Path::new("/usr/bin/pg_dump"),
+            "app",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("pg_dump 14.9") && e.contains("15.18"), "{e}");
-        assert!(check_dump_client("16.1", "15.18", Path::new("pg_dump")).is_ok());
+        assert!(check_dump_client("16.1", "15.18", Path::new("pg_dump"), "app").is_ok());
     }
 }

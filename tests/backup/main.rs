@@ -18,4 +18,5 @@ mod restore_hooks;
 mod retention_cli;
 mod s3;
 mod secrets_leak;
+mod several_databases;
 mod webhook;

@@ -268,3 +268,38 @@ def test_the_restore_deadline_adds_the_scale_down_wait_and_each_hook():
     job = restore(rendered)["spec"]["jobTemplate"]["spec"]
     # Per Deployment: its pods going away, then its rollout after the scale back; 600 s per hook.
     assert job["activeDeadlineSeconds"] == 2 * 3600 + 2 * 2 * 900 + 2 * 600 + 600
+
+
+# Several databases in one backup (docs/restore.md, "Several databases").
+
+def drill(rendered):
+    return rendered.get("CronJob", "database-drill", "backup")
+
+
+def test_backup_databases_becomes_one_comma_separated_variable_for_the_backup(default_render):
+    backup_env = lambda r: container_env(r, container(r.get("CronJob", "database-backup", "backup"), "backup"))
+    assert "BACKUP_DATABASES" not in backup_env(default_render), "by default the one database only"
+    assert backup_env(render("backup.databases={analytics,billing}"))["BACKUP_DATABASES"] == "analytics,billing"
+    assert backup_env(render("backup.databases={all}"))["BACKUP_DATABASES"] == "all"
+
+
+def test_backup_databases_mixing_all_with_names_is_refused():
+    assert "backup.databases is [all] or a list" in render_error("backup.databases={all,analytics}")
+    assert "/backup/databases" in render_error("backup.databases={analytics,analytics}")
+    assert "/backup/databases" in render_error(set_json=['backup.databases=["a,b"]'])
+
+
+def test_the_restore_loads_one_named_database_or_all_and_the_drill_drills_all():
+    env = container_env(r := render("restore.database=analytics"), container(restore(r), "restore"))
+    assert env["RESTORE_DATABASE"] == "analytics" and "RESTORE_ALL_DATABASES" not in env
+    rendered = render("restore.allDatabases=true", "drill.enabled=true", "drill.allDatabases=true")
+    env = container_env(rendered, container(restore(rendered), "restore"))
+    assert env["RESTORE_ALL_DATABASES"] == "true" and "RESTORE_DATABASE" not in env
+    assert container(drill(rendered), "drill")["args"] == ["drill", "latest", "--all-databases"]
+    drill_env = container_env(rendered, container(drill(rendered), "drill"))
+    assert "RESTORE_ALL_DATABASES" not in drill_env, "the drill's own value decides, not the restore's"
+
+
+def test_restore_database_and_all_databases_exclude_each_other():
+    error = render_error("restore.database=analytics", "restore.allDatabases=true")
+    assert "restore.database" in error and "restore.allDatabases" in error

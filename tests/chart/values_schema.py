@@ -74,6 +74,8 @@ SECRET_KEY = {"pattern": "^[-._a-zA-Z0-9]+$", "maxLength": 253}
 # A PostgreSQL role name in a comma-separated OLD=NEW list (RESTORE_OWNER_MAP): no '=' or ',', no surrounding
 # blanks (the binary trims them), at most 63 bytes (NAMEDATALEN - 1; counted here in characters).
 ROLE_NAME = {"pattern": "^[^=,\\s]([^=,]{0,61}[^=,\\s])?$", "maxLength": 63}
+# A database name in a comma-separated list (BACKUP_DATABASES): no ',', no surrounding blanks, at most 63.
+DB_NAME = {"pattern": "^[^,\\s]([^,]{0,61}[^,\\s])?$", "maxLength": 63}
 # Prometheus durations (scrape settings).
 DURATION = {"pattern": "^([0-9]+(ms|s|m|h))+$"}
 # Durations eternia-backup reads (`units::parse_duration`): one number, optionally s, m or h.
@@ -177,6 +179,7 @@ schema = {
             "prefix": s("Archive prefix.", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$"),
             "compression": s("Compression.", enum=["gzip", "zstd"]),
             "compressionLevel": i("Compression level.", None, True),
+            "databases": {**strlist("Further databases (or [all]).", **DB_NAME), "uniqueItems": True},
             "includeKubernetes": b("Export ConfigMaps/Secrets."),
             "includeSelector": s("Include label selector."),
             "excludeSelector": s("Exclude label selector."),
@@ -195,6 +198,8 @@ schema = {
             "backup": s("Archive name or latest.", minLength=1),
             "mode": s("Restore mode.", enum=["clean", "swap"]),
             "safetyBackup": b("Safety backup first."),
+            "database": s("The archived database to restore; empty: the first.", maxLength=63),
+            "allDatabases": b("Restore every archived database."),
             "includeKubernetes": b("Apply ConfigMaps/Secrets."),
             "rolloutTimeout": s("Rollout timeout.", **BINARY_DURATION),
             "backoffLimit": i("Retries.", 0),
@@ -237,6 +242,7 @@ schema = {
             "schedule": cron("Drill schedule (Kubernetes CronJob syntax)."),
             "suspend": b("Suspend drills."),
             "backup": s("Archive name or latest.", minLength=1),
+            "allDatabases": b("Drill every archived database."),
             "successfulJobsHistoryLimit": i("Successful Jobs kept.", 0),
             "failedJobsHistoryLimit": i("Failed Jobs kept.", 0),
             "backoffLimit": i("Retries.", 0),
