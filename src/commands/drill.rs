@@ -145,7 +145,6 @@ async fn drill_one(
                 jobs: 1,
             },
             cfg.identity_file.clone(),
-            None,
         )
         .await?;
         let mut problems = pg::compare_row_counts(&into, &p.db.tables, Counting::Exact)

@@ -258,8 +258,8 @@ fn dump_write_error(path: &Path, e: io::Error) -> Error {
     err
 }
 
-/// Restores the dump: from the file extracted during verification (`pg_restore -j`), or by reading the
-/// archive once more (checking every checksum again) into a streamed pg_restore.
+/// Restores the dump of `db` by reading the archive once more (checking every checksum again) into a
+/// streamed pg_restore.
 pub async fn restore_pass(
     store: &dyn BackupStore,
     name: &str,
@@ -268,12 +268,8 @@ pub async fn restore_pass(
     target: &PgTarget,
     opts: RestoreOptions,
     identity: Option<PathBuf>,
-    dump_file: Option<&Path>,
 ) -> Result<()> {
-    let input = match dump_file {
-        Some(file) => DumpInput::File(file.to_owned()),
-        None => DumpInput::Archive(store.open(name).await?),
-    };
+    let input = DumpInput::Archive(store.open(name).await?);
     load_dump(input, name, manifest, db, target, opts, identity).await
 }
 
