@@ -80,6 +80,7 @@ fn main() {
             client: cluster,
             namespace: "backup".into(),
             cronjob: "database-restore".into(),
+            drill_cronjob: "database-drill".into(),
             lease_namespace: "backup".into(),
             lease_name: "eternia-backup-restore".into(),
             log_tail_lines: 20,

@@ -125,11 +125,11 @@ pub enum Error {
         hint: String,
     },
 
-    /// `status` found a store that is not OK: exit 1, for a monitoring check.
+    /// `status` found a store that is not OK, or a failed last drill: exit 1, for a monitoring check.
     #[error(
-        "backups need attention: {stores}; check the backup CronJob's last runs (kubectl get jobs)"
+        "backups need attention: {problems}; check the backup and drill CronJobs' last runs (kubectl get jobs)"
     )]
-    Unhealthy { stores: String },
+    Unhealthy { problems: String },
 
     /// SIGTERM: the Job's deadline passed, or its pod was deleted. Exit code 143.
     #[error(

@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use super::name::Compression;
 
-pub const FORMAT_VERSION: u32 = 2;
-/// The format of an archive with more than one database (`more_databases`, each in a directory of
-/// its own): a binary that reads only format 2 refuses it rather than restore part of it.
-pub const MULTI_DATABASE_FORMAT_VERSION: u32 = 3;
-/// The oldest format this version reads (1: no `database/globals.json`, no `pg_dump_version`).
+/// 3: `finished`, and `more_databases` in a backup of several (each in a directory of its own). A binary
+/// that reads only format 2 refuses it rather than restore part of it.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format this version reads (1: no `database/globals.json`, no `pg_dump_version`; 2: no
+/// `finished`, one database).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_ENTRY: &str = "manifest.json";
 /// Where the first (or only) database's entries are: `database/pgdump.NNNNNN`, `database/globals.json`.
@@ -27,6 +27,9 @@ pub struct Manifest {
     pub tool_version: String,
     pub name: String,
     pub created: Timestamp,
+    /// When the archive was complete (format 3 on): the backup took `finished - created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Timestamp>,
     pub compression: Compression,
     pub encrypted: bool,
     /// The first (or only) database: the one the backup's connection names.
@@ -96,13 +99,12 @@ impl Manifest {
             .find_map(|(i, d)| d.chunk_number(path).map(|n| (i, n)))
     }
 
-    /// The format an archive with these databases has: 3 with several, 2 with one.
-    pub fn format_for(more_databases: &[DatabaseInfo]) -> u32 {
-        if more_databases.is_empty() {
-            FORMAT_VERSION
-        } else {
-            MULTI_DATABASE_FORMAT_VERSION
-        }
+    /// How long the backup took (format 3 on).
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        let f = self.finished?;
+        Some(std::time::Duration::from_millis(
+            f.duration_since(self.created).as_millis().max(0) as u64,
+        ))
     }
 }
 
@@ -194,10 +196,5 @@ mod tests {
         assert_eq!(second.chunk_number("databases/10/pgdump.000007"), None);
         assert_eq!(first.chunk_number("database/pgdump.7"), None);
         assert_eq!(second.globals_entry(), "databases/1/globals.json");
-        assert_eq!(Manifest::format_for(&[]), FORMAT_VERSION);
-        assert_eq!(
-            Manifest::format_for(&[second]),
-            MULTI_DATABASE_FORMAT_VERSION
-        );
     }
 }

@@ -396,11 +396,14 @@ pub struct StatusArgs {
     /// Age past which the newest backup is LATE (a daily schedule: 26h).
     #[arg(long, env = "BACKUP_MAX_AGE", default_value = "26h", value_parser = parse_duration)]
     pub max_age: std::time::Duration,
-    /// Do not ask the Kubernetes API whether a restore holds the Lease.
+    /// Do not ask the Kubernetes API whether a restore holds the Lease, nor about the last drill.
     #[arg(long, env = "BACKUP_NO_KUBERNETES")]
     pub no_kubernetes: bool,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    /// The drill CronJob whose newest Job is the last drill (in the Lease's namespace, the release's).
+    #[arg(long, env = "DRILL_CRONJOB", default_value = "database-drill")]
+    pub drill_cronjob: String,
 }
 
 #[derive(Args, Clone)]
@@ -505,6 +508,9 @@ pub struct ServeArgs {
     )]
     pub restore_cronjob: String,
     /// Namespace of that CronJob and of the restore Jobs (default: the pod's own namespace).
+    /// The drill CronJob whose newest Job `GET /v1/status` reports (in the Job namespace).
+    #[arg(long, env = "DRILL_CRONJOB", default_value = "database-drill")]
+    pub drill_cronjob: String,
     #[arg(long, env = "WEBHOOK_JOB_NAMESPACE")]
     pub job_namespace: Option<String>,
     /// The Lease a running restore holds.

@@ -508,6 +508,7 @@ pub fn webhook_config(global: &GlobalArgs, args: &ServeArgs) -> Result<WebhookCo
             lease_namespace: non_empty(&args.lease_namespace).unwrap_or_else(|| namespace.clone()),
             namespace,
             cronjob: args.restore_cronjob.clone(),
+            drill_cronjob: args.drill_cronjob.clone(),
             lease_name: args.lease_name.clone(),
         },
         // A store that cannot be configured only costs the listing: `serve` says so and runs.

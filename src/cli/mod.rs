@@ -77,6 +77,29 @@ async fn until_stopped(work: impl std::future::Future<Output = Result<()>>) -> R
 
 /// Who holds the restore Lease, for `status` (a cluster that cannot be asked is said in the log, not
 /// an error: the backups are what `status` is about).
+/// Whether a restore runs, and the last drill: a failure to ask is logged (and, for the drill, reported).
+async fn cluster_facts(cluster: &Cluster, args: &args::StatusArgs) -> status::ClusterFacts {
+    let restore_running = restore_holder(cluster, &args.lease).await;
+    let source = crate::kube::job_status::DrillSource {
+        namespace: args.lease.lease_namespace.clone(),
+        cronjob: args.drill_cronjob.clone(),
+    };
+    let drill =
+        async { crate::kube::job_status::last_drill(cluster.client().await?, &source).await };
+    let (last_drill, last_drill_error) = match drill.await {
+        Ok(d) => (d, None),
+        Err(e) => {
+            warn!(error = %e, "cannot tell how the last drill went");
+            (None, Some(e.to_string()))
+        }
+    };
+    status::ClusterFacts {
+        restore_running,
+        last_drill,
+        last_drill_error,
+    }
+}
+
 async fn restore_holder(cluster: &Cluster, lease: &args::LeaseArgs) -> Option<String> {
     let asked = async {
         let client = cluster.client().await?;
@@ -130,12 +153,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Status(args) => {
             let stores = StoreSet::open(&config::store_config(&global, &args.stores)?).await?;
-            let running = if args.no_kubernetes {
-                None
+            let facts = if args.no_kubernetes {
+                status::ClusterFacts::default()
             } else {
-                restore_holder(&cluster, &args.lease).await
+                cluster_facts(&cluster, &args).await
             };
-            let status = status::run(&stores, args.max_age, running).await?;
+            let status = status::run(&stores, args.max_age, facts).await?;
             print!(
                 "{}",
                 match args.output {
@@ -148,11 +171,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 Ok(())
             } else {
                 Err(Error::Unhealthy {
-                    stores: status
+                    problems: status
                         .stores
                         .iter()
                         .filter(|s| s.health != status::Health::Ok)
                         .map(|s| format!("{} {}", s.location, s.health.as_str()))
+                        .chain(
+                            status
+                                .last_drill
+                                .iter()
+                                .filter(|d| d.result == crate::kube::job_status::State::Failed)
+                                .map(|d| format!("the last drill ({}) FAILED", d.job)),
+                        )
                         .collect::<Vec<_>>()
                         .join(", "),
                 })

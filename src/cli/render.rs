@@ -187,18 +187,26 @@ pub fn restore(s: &RestoreSummary) -> String {
 
 pub fn status(s: &Status) -> String {
     let mut out = format!(
-        "{:<40} {:<11} {:<44} {:>8} {:>10}  {}\n",
-        "STORE", "HEALTH", "NEWEST BACKUP", "AGE", "SIZE", "RECENT SIZES (NEWEST FIRST)"
+        "{:<40} {:<11} {:<44} {:>8} {:>10} {:>9}  {}\n",
+        "STORE",
+        "HEALTH",
+        "NEWEST BACKUP",
+        "AGE",
+        "SIZE",
+        "DURATION",
+        "RECENT SIZES (NEWEST FIRST)"
     );
     for st in &s.stores {
         let newest = st.newest.as_ref();
         out.push_str(&format!(
-            "{:<40} {:<11} {:<44} {:>8} {:>10}  {}\n",
+            "{:<40} {:<11} {:<44} {:>8} {:>10} {:>9}  {}\n",
             st.location,
             st.health.as_str(),
             newest.map_or("-", |b| b.name.as_str()),
             st.age_seconds.map_or("-".into(), human_age),
             newest.map_or("-".into(), |b| human_size(b.size)),
+            st.duration_seconds
+                .map_or("-".into(), |d| human_age(d.round() as i64)),
             st.recent_sizes
                 .iter()
                 .map(|b| human_size(*b))
@@ -210,8 +218,9 @@ pub fn status(s: &Status) -> String {
         }
     }
     out.push_str(&format!(
-        "restore: {}\nLATE after {}\n",
+        "restore: {}\nlast drill: {}\nLATE after {}\n",
         s.restore_running.as_deref().unwrap_or("none running"),
+        s.last_drill_text(),
         human_age(s.max_age_seconds as i64)
     ));
     out

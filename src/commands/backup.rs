@@ -12,7 +12,8 @@ use tracing::{info, instrument, warn};
 use crate::archive::ArchiveName;
 use crate::archive::codec::EncodeOptions;
 use crate::archive::manifest::{
-    ArchiveDigest, DatabaseInfo, KubernetesInfo, Manifest, Sidecar, further_database_dir,
+    ArchiveDigest, DatabaseInfo, FORMAT_VERSION, KubernetesInfo, Manifest, Sidecar,
+    further_database_dir,
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::commands::prune::{PruneReport, STALE_PARTIAL_AGE, prune};
@@ -506,10 +507,11 @@ async fn finish_archive(
     let (manifest_name, more_databases) = (file_name.clone(), databases.collect::<Vec<_>>());
     let (sink, manifest, digest) = tokio::task::spawn_blocking(move || {
         dumped.writer.finish(|entries| Manifest {
-            format_version: Manifest::format_for(&more_databases),
+            format_version: FORMAT_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             name: manifest_name,
             created,
+            finished: Some(Timestamp::now()),
             compression,
             encrypted,
             database,

@@ -1,7 +1,7 @@
 //! `eternia-backup status` (and the webhook's `GET /v1/status`, Slack's `/restore status`): per store, the
 //! newest complete backup and its age against the schedule (OK, LATE, MISSING, or UNREACHABLE when the
-//! store cannot be listed), its size and the sizes before it, and whether a restore holds the Lease.
-//! Changes nothing.
+//! store cannot be listed), its size and duration and the sizes before it; the last drill and its
+//! result; and whether a restore holds the Lease. Changes nothing.
 
 use std::time::Duration;
 
@@ -9,7 +9,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::kube::job_status::{LastDrill, State};
 use crate::store::{BackupKind, StoreSet, StoredBackup};
+use crate::units::human_age;
 
 /// How many sizes the trend shows (newest first).
 pub const TREND: usize = 5;
@@ -46,6 +48,9 @@ pub struct StoreStatus {
     pub newest: Option<StoredBackup>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<i64>,
+    /// How long the newest backup took (from its manifest; archives before format 3 do not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
     /// Sizes of the newest backups, newest first: a sudden drop is worth a look.
     pub recent_sizes: Vec<u64>,
     pub backups: usize,
@@ -63,8 +68,55 @@ pub struct Status {
     /// What holds the restore Lease, when one runs (unknown without Kubernetes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_running: Option<String>,
-    /// Every store OK.
+    /// The newest Job of the drill CronJob (absent: none, or not asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<LastDrill>,
+    /// Why the drill Jobs could not be asked about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill_error: Option<String>,
+    /// Every store OK, and the last drill (if any) did not fail.
     pub healthy: bool,
+}
+
+/// What the cluster says, found by the caller (the CLI through the Lease and the drill CronJob, the
+/// webhook through its Jobs): nothing without Kubernetes.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFacts {
+    pub restore_running: Option<String>,
+    pub last_drill: Option<LastDrill>,
+    pub last_drill_error: Option<String>,
+}
+
+impl Status {
+    /// `database-drill-29876 succeeded 2d3h ago, took 3m` (or why it is not known).
+    pub fn last_drill_text(&self) -> String {
+        let Some(d) = &self.last_drill else {
+            return match &self.last_drill_error {
+                Some(e) => format!("unknown ({e})"),
+                None => "none seen".into(),
+            };
+        };
+        let result = match d.result {
+            State::Succeeded => "PASSED",
+            State::Failed => "FAILED",
+            State::Running => "running",
+            State::Pending => "pending",
+        };
+        let mut line = format!("{} {result}", d.job);
+        if let Some(at) = d.finished_at.or(d.started_at) {
+            line.push_str(&format!(
+                " {} ago",
+                human_age(self.checked_at.as_second() - at.as_second())
+            ));
+        }
+        if let Some(secs) = d.duration_seconds {
+            line.push_str(&format!(", took {}", human_age(secs)));
+        }
+        if let Some(m) = &d.message {
+            line.push_str(&format!(": {m}"));
+        }
+        line
+    }
 }
 
 /// One store's status from its listing (pure: the listing, the time, the allowed age).
@@ -93,6 +145,7 @@ pub fn assess(
         health,
         newest,
         age_seconds: age,
+        duration_seconds: None,
         recent_sizes: backups.iter().take(TREND).map(|b| b.size).collect(),
         backups: backups.len(),
         safety_backups: listed.len() - backups.len(),
@@ -100,22 +153,32 @@ pub fn assess(
     }
 }
 
-/// Every store's status; `restore_running` comes from the caller (the Lease, or the webhook's Jobs).
-pub async fn run(
-    stores: &StoreSet,
-    max_age: Duration,
-    restore_running: Option<String>,
-) -> Result<Status> {
+/// Every store's status (the newest backup's duration read from its sidecar), with what the cluster
+/// says.
+pub async fn run(stores: &StoreSet, max_age: Duration, cluster: ClusterFacts) -> Result<Status> {
     let now = Timestamp::now();
     let mut out = Vec::new();
     for store in stores.all() {
         out.push(match store.list().await {
-            Ok(listed) => assess(store.location(), &listed, now, max_age),
+            Ok(listed) => {
+                let mut st = assess(store.location(), &listed, now, max_age);
+                if let Some(newest) = &st.newest {
+                    st.duration_seconds = match store.sidecar(&newest.name).await {
+                        Ok(sidecar) => sidecar.manifest.duration().map(|d| d.as_secs_f64()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, backup = %newest.name, "cannot read the newest backup's manifest: its duration is unknown");
+                            None
+                        }
+                    };
+                }
+                st
+            }
             Err(e) => StoreStatus {
                 location: store.location(),
                 health: Health::Unreachable,
                 newest: None,
                 age_seconds: None,
+                duration_seconds: None,
                 recent_sizes: Vec::new(),
                 backups: 0,
                 safety_backups: 0,
@@ -123,12 +186,18 @@ pub async fn run(
             },
         });
     }
+    let drill_failed = cluster
+        .last_drill
+        .as_ref()
+        .is_some_and(|d| d.result == State::Failed);
     Ok(Status {
         checked_at: now,
         max_age_seconds: max_age.as_secs(),
-        healthy: out.iter().all(|s| s.health == Health::Ok),
+        healthy: out.iter().all(|s| s.health == Health::Ok) && !drill_failed,
         stores: out,
-        restore_running,
+        restore_running: cluster.restore_running,
+        last_drill: cluster.last_drill,
+        last_drill_error: cluster.last_drill_error,
     })
 }
 

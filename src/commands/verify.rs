@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::archive::codec::{
     HashingReader, decoder_with_identity_file, hash_alongside, read_ahead,
 };
-use crate::archive::manifest::{MULTI_DATABASE_FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+use crate::archive::manifest::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
 use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
@@ -63,7 +63,7 @@ pub async fn check<V: Visit>(
     let location = store.location();
     let sidecar = store.sidecar(&name).await?;
     let manifest = &sidecar.manifest;
-    if !(OLDEST_FORMAT_VERSION..=MULTI_DATABASE_FORMAT_VERSION).contains(&manifest.format_version) {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
         return Err(Error::archive(
             &name,
             format!(
@@ -72,9 +72,7 @@ pub async fn check<V: Visit>(
             ),
         ));
     }
-    if !manifest.more_databases.is_empty()
-        && manifest.format_version < MULTI_DATABASE_FORMAT_VERSION
-    {
+    if !manifest.more_databases.is_empty() && manifest.format_version < 3 {
         return Err(Error::archive(
             &name,
             "the manifest lists several databases but claims a format of one",

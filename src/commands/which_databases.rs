@@ -87,6 +87,7 @@ mod tests {
             tool_version: "0".into(),
             name: "eternia-backup-20261201-020000.tar.gz".into(),
             created: "2026-12-01T02:00:00Z".parse().unwrap(),
+            finished: None,
             compression: crate::archive::Compression::Gzip,
             encrypted: false,
             database: db("app", None),

@@ -1,10 +1,12 @@
 //! Kubernetes: the client ([`Cluster`]), export of ConfigMaps/Secrets (`export`), their server-side apply
-//! and the rollout restart (`apply`), the restore Lease (`lease`), label selectors (`selector`), and
+//! and the rollout restart (`apply`), the restore Lease (`lease`), Job states and the last drill
+//! (`job_status`), label selectors (`selector`), and
 //! errors of API calls with per-call hints (`error`).
 
 pub mod apply;
 pub mod error;
 pub mod export;
+pub mod job_status;
 pub mod lease;
 pub mod quiesce;
 pub mod selector;

@@ -226,11 +226,22 @@ pub(super) async fn all_backups(
 pub(super) async fn backup_status(
     state: &Webhook,
 ) -> Result<crate::commands::status::Status, ApiError> {
-    let running = match &state.jobs {
-        Ok(jobs) => jobs.running().await.ok().flatten(),
-        Err(_) => None,
+    let facts = match &state.jobs {
+        Ok(jobs) => {
+            let (running, drill) = tokio::join!(jobs.running(), jobs.last_drill());
+            let (last_drill, last_drill_error) = match drill {
+                Ok(d) => (d, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            crate::commands::status::ClusterFacts {
+                restore_running: running.ok().flatten(),
+                last_drill,
+                last_drill_error,
+            }
+        }
+        Err(_) => Default::default(),
     };
-    crate::commands::status::run(stores(state)?, state.max_backup_age, running)
+    crate::commands::status::run(stores(state)?, state.max_backup_age, facts)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))
 }

@@ -14,6 +14,8 @@ use serde::Serialize;
 use tracing::{info, instrument};
 
 use crate::kube::error::{CallError, Needs};
+pub use crate::kube::job_status::{State, job_state};
+use crate::kube::job_status::{finished_at, started_at};
 use crate::kube::lease::held_by;
 
 /// What went wrong orchestrating a restore Job; the HTTP layer (`webhook::error`) maps each to a status.
@@ -58,6 +60,8 @@ pub struct RestoreJobs {
     pub client: Client,
     pub namespace: String,
     pub cronjob: String,
+    /// The drill CronJob, in the same namespace.
+    pub drill_cronjob: String,
     pub lease_namespace: String,
     pub lease_name: String,
     pub log_tail_lines: i64,
@@ -73,21 +77,6 @@ pub struct NewRestore {
     pub reason: String,
     /// Same key, same restore (label value: hex, 40 characters).
     pub idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-}
-
-impl State {
-    pub fn finished(self) -> bool {
-        matches!(self, State::Succeeded | State::Failed)
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,35 +105,6 @@ pub enum Started {
     Existing(RestoreStatus),
 }
 
-/// Maps a Job's status to the restore's state (conditions first, then the pod counters).
-pub fn job_state(job: &Job) -> (State, Option<String>) {
-    let Some(status) = &job.status else {
-        return (State::Pending, None);
-    };
-    for c in status.conditions.iter().flatten() {
-        if c.status != "True" {
-            continue;
-        }
-        match c.type_.as_str() {
-            "Complete" | "SuccessCriteriaMet" => return (State::Succeeded, None),
-            "Failed" | "FailureTarget" => {
-                let msg = [c.reason.as_deref(), c.message.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(": ");
-                return (State::Failed, (!msg.is_empty()).then_some(msg));
-            }
-            _ => {}
-        }
-    }
-    if status.active.unwrap_or(0) > 0 {
-        (State::Running, None)
-    } else {
-        (State::Pending, None)
-    }
-}
-
 fn status_of(job: &Job) -> RestoreStatus {
     let meta = &job.metadata;
     let label = |k: &str| {
@@ -162,7 +122,6 @@ fn status_of(job: &Job) -> RestoreStatus {
             .unwrap_or_default()
     };
     let (state, message) = job_state(job);
-    let s = job.status.as_ref();
     RestoreStatus {
         id: label(LABEL_RESTORE_ID),
         job: meta.name.clone().unwrap_or_default(),
@@ -172,19 +131,8 @@ fn status_of(job: &Job) -> RestoreStatus {
         requested_by: annotation(ANNOTATION_REQUESTED_BY),
         reason: annotation(ANNOTATION_REASON),
         created_at: meta.creation_timestamp.as_ref().map(|t| t.0),
-        started_at: s.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
-        finished_at: s
-            .and_then(|s| s.completion_time.as_ref())
-            .map(|t| t.0)
-            .or_else(|| {
-                // A failed Job has no completionTime: use its Failed condition's time.
-                s.and_then(|s| s.conditions.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .find(|c| c.type_ == "Failed" && c.status == "True")
-                    .and_then(|c| c.last_transition_time.as_ref())
-                    .map(|t| t.0)
-            }),
+        started_at: started_at(job),
+        finished_at: finished_at(job),
         message,
         log_tail: Vec::new(),
     }
@@ -352,6 +300,17 @@ impl RestoreJobs {
 
     /// What is restoring right now, if anything: the Lease holder or a live restore Job.
     #[instrument(skip(self))]
+    /// The newest Job of the drill CronJob.
+    pub async fn last_drill(
+        &self,
+    ) -> crate::error::Result<Option<crate::kube::job_status::LastDrill>> {
+        let source = crate::kube::job_status::DrillSource {
+            namespace: self.namespace.clone(),
+            cronjob: self.drill_cronjob.clone(),
+        };
+        crate::kube::job_status::last_drill(self.client.clone(), &source).await
+    }
+
     pub async fn running(&self) -> Result<Option<String>, JobError> {
         let cronjob = self.template().await?;
         self.running_from(&cronjob).await

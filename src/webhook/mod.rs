@@ -90,6 +90,8 @@ pub struct Settings {
 pub struct JobsConfig {
     pub namespace: String,
     pub cronjob: String,
+    /// The drill CronJob (in the same namespace), whose newest Job `GET /v1/status` reports.
+    pub drill_cronjob: String,
     pub lease_name: String,
     pub lease_namespace: String,
 }
@@ -184,6 +186,7 @@ pub async fn serve(cfg: WebhookConfig, cluster: Cluster) -> Result<()> {
             client,
             namespace: jobs.namespace,
             cronjob: jobs.cronjob,
+            drill_cronjob: jobs.drill_cronjob,
             lease_namespace: jobs.lease_namespace,
             lease_name: jobs.lease_name,
             log_tail_lines: 20,

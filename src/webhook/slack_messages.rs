@@ -65,27 +65,35 @@ pub(super) fn ephemeral(text: impl Into<String>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"response_type": "ephemeral", "text": text.into()}))
 }
 
-/// One line per store: its health and newest backup.
+/// One line per store: its health and newest backup; then the last drill.
 pub(super) fn status_lines(s: &Status) -> String {
-    s.stores
-        .iter()
-        .map(|st| {
-            let icon = if st.health == Health::Ok {
-                ":white_check_mark:"
-            } else {
-                ":warning:"
-            };
-            let newest = match (&st.newest, st.age_seconds) {
-                (Some(b), Some(age)) => format!(
-                    "newest `{}` ({}, {} old)",
-                    b.name,
-                    human_size(b.size),
-                    human_age(age)
-                ),
-                _ => "no complete backup".into(),
-            };
-            format!("{icon} {} {}: {newest}", st.location, st.health.as_str())
-        })
+    let stores = s.stores.iter().map(|st| {
+        let icon = if st.health == Health::Ok {
+            ":white_check_mark:"
+        } else {
+            ":warning:"
+        };
+        let newest = match (&st.newest, st.age_seconds) {
+            (Some(b), Some(age)) => format!(
+                "newest `{}` ({}, {} old{})",
+                b.name,
+                human_size(b.size),
+                human_age(age),
+                st.duration_seconds
+                    .map(|d| format!(", took {}", human_age(d.round() as i64)))
+                    .unwrap_or_default()
+            ),
+            _ => "no complete backup".into(),
+        };
+        format!("{icon} {} {}: {newest}", st.location, st.health.as_str())
+    });
+    let drill_icon = match s.last_drill.as_ref().map(|d| d.result) {
+        Some(State::Failed) => ":x:",
+        Some(State::Succeeded) => ":white_check_mark:",
+        _ => ":grey_question:",
+    };
+    stores
+        .chain([format!("{drill_icon} last drill: {}", s.last_drill_text())])
         .collect::<Vec<_>>()
         .join("\n")
 }

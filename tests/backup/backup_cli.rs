@@ -58,8 +58,16 @@ fn the_manifest_records_exact_row_counts_server_version_and_checksums() {
     )
     .unwrap();
     let m = &sidecar["manifest"];
-    assert_eq!(m["format_version"], 2);
+    assert_eq!(m["format_version"], 3);
     assert_eq!(m["name"], name.as_str());
+    let (created, finished): (jiff::Timestamp, jiff::Timestamp) = (
+        m["created"].as_str().unwrap().parse().unwrap(),
+        m["finished"].as_str().unwrap().parse().unwrap(),
+    );
+    assert!(
+        finished >= created,
+        "the backup's duration is finished - created"
+    );
     assert_eq!(m["database"]["name"], db.name.as_str());
     assert!(
         m["database"]["server_version"]
@@ -327,6 +335,11 @@ fn status_says_missing_then_ok_then_late_with_exit_codes_a_monitoring_check_can_
         archives(dir.path())[0]
     );
     assert_eq!(store["recent_sizes"].as_array().unwrap().len(), 1);
+    let took = store["duration_seconds"].as_f64().unwrap();
+    assert!(
+        (0.0..120.0).contains(&took),
+        "the newest backup's duration, from its manifest: {took}"
+    );
 
     // Ages only grow: once a whole second has passed, the backup is older than a 0 s allowance.
     let created = std::time::Instant::now();
@@ -341,6 +354,8 @@ fn status_says_missing_then_ok_then_late_with_exit_codes_a_monitoring_check_can_
     .ok();
     table
         .says("HEALTH")
+        .says("DURATION")
         .says("OK")
+        .says("last drill: none seen")
         .says("restore: none running");
 }

@@ -376,7 +376,7 @@ fn a_backup_records_the_pg_dump_version_and_the_globals_in_a_format_2_archive() 
     )
     .unwrap();
     let m = &sidecar["manifest"];
-    assert_eq!(m["format_version"], 2);
+    assert_eq!(m["format_version"], 3);
     assert!(
         m["database"]["pg_dump_version"]
             .as_str()

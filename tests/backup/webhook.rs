@@ -155,6 +155,7 @@ async fn spawn_app(o: Options) -> TestApp {
         client: cluster.clone(),
         namespace: NS.into(),
         cronjob: "database-restore".into(),
+        drill_cronjob: "database-drill".into(),
         lease_namespace: NS.into(),
         lease_name: "eternia-backup-restore".into(),
         log_tail_lines: 20,

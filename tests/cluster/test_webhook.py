@@ -139,10 +139,11 @@ class Webhook:
 
 
 @contextlib.contextmanager
-def served_webhook(cluster, webhook: dict, extra_env: list[dict]):
+def served_webhook(cluster, webhook: dict, extra_env: list[dict], values: dict | None = None):
     """A release of its own (for a module fixture): its database with 50 customers, the webhook with the backup
-    volume mounted and RS256 tokens verified through the chart's JWKS (plus `webhook` values), one backup on the
-    volume, the webhook running as its pod would. Yields (release, webhook, key); everything is removed after."""
+    volume mounted and RS256 tokens verified through the chart's JWKS (plus `webhook` values, and any other
+    `values`), one backup on the volume, the webhook running as its pod would. Yields (release, webhook, key);
+    everything is removed after."""
     workdir = Path(tempfile.mkdtemp(prefix="eternia-k8s-", dir="/var/tmp"))
     workdir.chmod(0o755)
     database = Database(unique("eb_k8s").replace("-", "_"))
@@ -158,6 +159,7 @@ def served_webhook(cluster, webhook: dict, extra_env: list[dict]):
                                  "allowedSubjects": [SUBJECT]},
                         **webhook},
             "extraEnv": extra_env,
+            **(values or {}),
         })
         cluster.apply(app_objects(release.app_namespace))
         with JobRunner(cluster, [release.namespace], workdir) as runner:
