@@ -305,57 +305,21 @@ fn text_logs_written_to_a_pipe_carry_no_colour_escape_sequences() {
 }
 
 #[test]
-fn status_says_missing_then_ok_then_late_with_exit_codes_a_monitoring_check_can_use() {
+fn the_status_table_shows_each_store_the_restore_and_the_last_drill() {
     let db = TestDb::with_sample_data();
     let dir = tempdir();
-    let status = |max_age: &str| {
-        run(bin().env("BACKUP_DIR", dir.path()).args([
-            "status",
-            "--no-kubernetes",
-            "--output",
-            "json",
-            "--max-age",
-            max_age,
-        ]))
-    };
-
-    let missing = status("26h").failed(1);
-    let json: serde_json::Value = serde_json::from_str(&missing.stdout).unwrap();
-    assert_eq!(json["stores"][0]["health"], "MISSING", "{json}");
-    assert_eq!(json["healthy"], false);
-    missing.says("backups need attention");
-
     run(&mut backup_cmd(&db, dir.path())).ok();
-    let ok = status("26h").ok();
-    let json: serde_json::Value = serde_json::from_str(&ok.stdout).unwrap();
-    let store = &json["stores"][0];
-    assert_eq!(store["health"], "OK", "{json}");
-    assert_eq!(
-        store["newest"]["name"].as_str().unwrap(),
-        archives(dir.path())[0]
-    );
-    assert_eq!(store["recent_sizes"].as_array().unwrap().len(), 1);
-    let took = store["duration_seconds"].as_f64().unwrap();
-    assert!(
-        (0.0..120.0).contains(&took),
-        "the newest backup's duration, from its manifest: {took}"
-    );
-
-    // Ages only grow: once a whole second has passed, the backup is older than a 0 s allowance.
-    let created = std::time::Instant::now();
-    wait_for(|| created.elapsed() > std::time::Duration::from_millis(1100));
-    let late = status("0").failed(1);
-    let json: serde_json::Value = serde_json::from_str(&late.stdout).unwrap();
-    assert_eq!(json["stores"][0]["health"], "LATE", "{json}");
 
     let table = run(bin()
         .env("BACKUP_DIR", dir.path())
         .args(["status", "--no-kubernetes"]))
     .ok();
+
     table
         .says("HEALTH")
         .says("DURATION")
-        .says("OK")
-        .says("last drill: none seen")
-        .says("restore: none running");
+        .says(&format!("local:{}", dir.path().display()))
+        .says(&archives(dir.path())[0])
+        .says("restore: none running")
+        .says("last drill: none seen");
 }

@@ -19,4 +19,5 @@ mod retention_cli;
 mod s3;
 mod secrets_leak;
 mod several_databases;
+mod status;
 mod webhook;
