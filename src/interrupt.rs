@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static SCRATCH: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
 static STEP: Mutex<Option<String>> = Mutex::new(None);
 static STOPPING: AtomicBool = AtomicBool::new(false);
 static STOP: Notify = Notify::const_new();
@@ -31,6 +32,31 @@ pub fn track(child: &std::process::Child) -> Tracked {
     Tracked(child.id())
 }
 
+/// A scratch file removed on SIGTERM (its owner may be a thread that never gets to drop it), and when
+/// the guard is dropped.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        SCRATCH
+            .lock()
+            .expect("scratch lock")
+            .retain(|p| *p != self.0);
+    }
+}
+
+pub fn scratch(path: std::path::PathBuf) -> Scratch {
+    SCRATCH.lock().expect("scratch lock").push(path.clone());
+    Scratch(path)
+}
+
 /// What the operation is doing now and, if it stopped here, what is left (the log's last word).
 pub fn step(what: impl Into<String>) {
     *STEP.lock().expect("step lock") = Some(what.into());
@@ -44,6 +70,9 @@ pub fn current_step() -> Option<String> {
 pub fn request_stop() {
     STOPPING.store(true, Ordering::SeqCst);
     STOP.notify_waiters();
+    for path in SCRATCH.lock().expect("scratch lock").iter() {
+        let _ = std::fs::remove_file(path);
+    }
     for pid in CHILDREN.lock().expect("children lock").iter() {
         if let Ok(pid) = i32::try_from(*pid) {
             // SAFETY: sending a signal has no memory effects; the pid is one of our own children.

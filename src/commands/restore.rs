@@ -303,6 +303,7 @@ async fn load_dump(
         target.clone(),
         name.to_owned(),
     );
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let decoded = decoder_with_identity_file(
             input,
@@ -310,7 +311,11 @@ async fn load_dump(
             manifest.encrypted,
             identity.as_deref(),
         )?;
-        pg::pg_restore_from(&name, decoded, &manifest, &db, &target, &opts).map(|_| ())
+        if opts.jobs > 1 {
+            crate::postgres::stream_load::load(&name, decoded, &manifest, &db, &target, &opts, &rt)
+        } else {
+            pg::pg_restore_from(&name, decoded, &manifest, &db, &target, &opts).map(|_| ())
+        }
     })
     .await
     .expect("restore task")
@@ -368,15 +373,9 @@ async fn restore_locked(
     crate::interrupt::step(format!(
         "checking versions for {name} (nothing was changed)"
     ));
-    let (sidecar, mut into) = preflight(cfg, store, &name).await?;
+    let (sidecar, into) = preflight(cfg, store, &name).await?;
     crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
     let jobs = jobs_for(cfg, stores, &sidecar, &into);
-    // With more than one job the dumps are extracted to the volume during verification (one pass, not two).
-    if let (Some(space), true) = (stores.scratch_space(), jobs > 1 && !cfg.dry_run) {
-        for (i, d) in into.iter_mut().enumerate() {
-            d.dump_scratch = Some(pg::ScratchFile::new(&space.dir, i));
-        }
-    }
     let extract: Vec<Extract> = into
         .iter()
         .filter_map(|d| {

@@ -15,15 +15,15 @@
 const MAGIC: &[u8] = b"PGDMP";
 /// `pg_dump`'s archive format code for the custom format.
 const FORMAT_CUSTOM: u8 = 1;
-const BLK_DATA: u8 = 1;
-const BLK_BLOBS: u8 = 3;
+pub(crate) const BLK_DATA: u8 = 1;
+pub(crate) const BLK_BLOBS: u8 = 3;
 const OFFSET_NOT_SET: u8 = 1;
 const OFFSET_SET: u8 = 2;
 const OFFSET_NO_DATA: u8 = 3;
 /// Archive versions 1.12 (PostgreSQL 9.0) to 1.16 (PostgreSQL 17 and 18): the layouts read below.
 const VERSIONS: std::ops::RangeInclusive<u32> = version(1, 12, 0)..=version(1, 16, 255);
 /// A table of contents larger than this is not read (the file is left as it is): it is held in memory.
-const MAX_TOC: usize = 64 << 20;
+pub(crate) const MAX_TOC: usize = 64 << 20;
 
 const fn version(major: u32, minor: u32, rev: u32) -> u32 {
     (major * 256 + minor) * 256 + rev
@@ -39,15 +39,35 @@ struct OffsetField {
 }
 
 #[derive(Debug)]
-struct Toc {
-    int_size: usize,
+pub(crate) struct Toc {
+    pub(crate) int_size: usize,
     off_size: usize,
     fields: Vec<OffsetField>,
-    data_start: u64,
+    /// Where the data blocks start: the header and the table of contents are the bytes before.
+    pub(crate) data_start: u64,
+    pub(crate) entries: Vec<TocEntry>,
+}
+
+/// What the streamed load needs of a table-of-contents entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TocEntry {
+    pub(crate) dump_id: i64,
+    pub(crate) tag: String,
+    /// `TABLE DATA`, `BLOBS`, `SEQUENCE SET`, `ENCODING`, …
+    pub(crate) desc: String,
+    pub(crate) namespace: String,
+    /// The definition of the `ENCODING` and `STDSTRINGS` entries (the others' are not kept).
+    pub(crate) defn: Option<String>,
+    /// `COPY … FROM stdin;` of a `TABLE DATA` entry.
+    pub(crate) copy_stmt: Option<String>,
+    /// Whether the dump has a data block for it.
+    pub(crate) has_data: bool,
+    /// 1 none, 2 pre-data, 3 data, 4 post-data (`teSection`).
+    pub(crate) section: i64,
 }
 
 #[derive(Debug)]
-enum Stop {
+pub(crate) enum Stop {
     /// The table of contents goes on past the bytes seen so far.
     NeedMore,
     Unsupported(String),
@@ -82,6 +102,19 @@ impl Cursor<'_> {
         Ok(decode_int(raw))
     }
 
+    /// `WriteStr`, read (`None`: NULL).
+    fn str(&mut self) -> Result<Option<String>, Stop> {
+        let len = self.int()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| Stop::Unsupported("string too long".into()))?;
+        if len > MAX_TOC {
+            return Err(Stop::Unsupported(format!("a {len}-byte string")));
+        }
+        Ok(Some(String::from_utf8_lossy(self.bytes(len)?).into_owned()))
+    }
+
     /// `WriteStr`: a length (-1 for NULL), then that many bytes. Returns whether it was NULL.
     fn skip_str(&mut self) -> Result<bool, Stop> {
         let len = self.int()?;
@@ -97,7 +130,7 @@ impl Cursor<'_> {
     }
 }
 
-fn decode_int(raw: &[u8]) -> i64 {
+pub(crate) fn decode_int(raw: &[u8]) -> i64 {
     let magnitude = raw[1..]
         .iter()
         .rev()
@@ -110,7 +143,7 @@ fn decode_int(raw: &[u8]) -> i64 {
 }
 
 /// Reads the header and the table of contents (`ReadHead` and `ReadToc` in `pg_backup_archiver.c`).
-fn parse_toc(b: &[u8]) -> Result<Toc, Stop> {
+pub(crate) fn parse_toc(b: &[u8]) -> Result<Toc, Stop> {
     let unsupported = |what: String| Err(Stop::Unsupported(what));
     let mut c = Cursor {
         b,
@@ -150,19 +183,23 @@ fn parse_toc(b: &[u8]) -> Result<Toc, Stop> {
         return unsupported(format!("{count} entries"));
     }
     let mut fields = Vec::new();
+    let mut entries = Vec::new();
     for _ in 0..count {
         let dump_id = c.int()?;
         if dump_id <= 0 {
             return unsupported(format!("entry id {dump_id}"));
         }
         c.int()?; // had a data dumper
-        for _ in 0..4 {
-            c.skip_str()?; // table oid, oid, tag, description
-        }
-        c.int()?; // section
-        for _ in 0..5 {
-            c.skip_str()?; // definition, drop, copy statement, namespace, tablespace
-        }
+        c.skip_str()?; // table oid
+        c.skip_str()?; // oid
+        let tag = c.str()?.unwrap_or_default();
+        let desc = c.str()?.unwrap_or_default();
+        let section = c.int()?;
+        let defn = c.str()?;
+        c.skip_str()?; // drop statement
+        let copy_stmt = c.str()?.filter(|s| !s.is_empty());
+        let namespace = c.str()?.unwrap_or_default();
+        c.skip_str()?; // tablespace
         if v >= version(1, 14, 0) {
             c.skip_str()?; // table access method
         }
@@ -179,12 +216,24 @@ fn parse_toc(b: &[u8]) -> Result<Toc, Stop> {
         }
         c.bytes(off_size)?;
         fields.push(OffsetField { dump_id, at, flag });
+        let keep_defn = matches!(desc.as_str(), "ENCODING" | "STDSTRINGS");
+        entries.push(TocEntry {
+            dump_id,
+            tag,
+            desc,
+            namespace,
+            defn: defn.filter(|_| keep_defn),
+            copy_stmt,
+            has_data: flag != OFFSET_NO_DATA,
+            section,
+        });
     }
     Ok(Toc {
         int_size,
         off_size,
         fields,
         data_start: c.pos as u64,
+        entries,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod globals;
 pub mod restore;
 pub mod scram;
 pub mod snapshot;
+pub mod stream_load;
 pub mod target;
 pub mod version;
 

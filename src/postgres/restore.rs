@@ -47,7 +47,7 @@ impl Ownership {
 
 const STDERR_TAIL: usize = 16 << 10;
 
-fn command(target: &PgTarget, opts: &RestoreOptions) -> Command {
+pub(super) fn command(target: &PgTarget, opts: &RestoreOptions) -> Command {
     let mut cmd = Command::new(&opts.pg_restore);
     cmd.args(["--no-password", "--exit-on-error", "--dbname"])
         .arg(&target.dbname);
@@ -139,13 +139,13 @@ impl Drop for ScratchFile {
     }
 }
 
-struct Running(
-    std::process::Child,
+pub(super) struct Running(
+    pub(super) std::process::Child,
     thread::JoinHandle<String>,
     crate::interrupt::Tracked,
 );
 
-fn spawn(cmd: &mut Command, opts: &RestoreOptions) -> Result<Running> {
+pub(super) fn spawn(cmd: &mut Command, opts: &RestoreOptions) -> Result<Running> {
     let mut child = cmd.spawn().map_err(|e| Error::Restore {
         step: "start pg_restore".into(),
         problem: format!("cannot run {}: {e}", opts.pg_restore.display()),
@@ -160,7 +160,7 @@ fn spawn(cmd: &mut Command, opts: &RestoreOptions) -> Result<Running> {
     ))
 }
 
-fn finish(Running(mut child, tail, _tracked): Running) -> Result<()> {
+pub(super) fn finish(Running(mut child, tail, _tracked): Running) -> Result<()> {
     let status = child.wait().map_err(|e| Error::Restore {
         step: "pg_restore".into(),
         problem: e.to_string(),

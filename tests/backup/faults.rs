@@ -646,10 +646,11 @@ fn assert_only_these_listed_and_they_verify(
 }
 
 /// What the Job's deadline (or a deleted pod) does: SIGTERM, then SIGKILL after the grace period. The
-/// restore stops while pg_restore loads (held at a gate), and must say where it stopped and what is left,
-/// remove its scratch dump and stop pg_restore, well inside the grace period.
+/// restore stops while pg_restore loads the schema of the streamed load (held at a gate), and must say
+/// where it stopped and what is left, remove its scratch file (the dump's table of contents, in TMPDIR)
+/// and stop pg_restore, well inside the grace period.
 #[test]
-fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_dump_and_stops_pg_restore()
+fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_file_and_stops_pg_restore()
  {
     let (db, dir) = backed_up_then_changed();
     let (tools, gate) = (tempdir(), Gate::new());
@@ -663,8 +664,10 @@ fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_dump_a
             gate.shell()
         ),
     );
+    let tmp = tempdir();
     let child = restore_in(&db, dir.path())
         .env("PG_RESTORE_BIN", &pg_restore)
+        .env("TMPDIR", tmp.path())
         .args(["latest", "--jobs", "2"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -672,7 +675,7 @@ fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_dump_a
         .unwrap();
     gate.wait_reached();
     let scratch = || {
-        files(dir.path())
+        files(tmp.path())
             .into_iter()
             .filter(|f| f.starts_with(".eternia-restore-"))
             .count()
@@ -680,7 +683,7 @@ fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_dump_a
     assert_eq!(
         scratch(),
         1,
-        "the stop lands while the scratch dump is on the volume"
+        "the stop lands while the table of contents is in TMPDIR"
     );
     let pg_restore_pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -708,7 +711,7 @@ fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_dump_a
         stderr.contains("eternia-backup restore eternia-backup-"),
         "names the way back: {stderr}"
     );
-    assert_eq!(scratch(), 0, "the scratch dump is removed");
+    assert_eq!(scratch(), 0, "the scratch file is removed");
     // SAFETY: signal 0 only asks whether the process exists.
     wait_for(|| unsafe { libc::kill(pg_restore_pid, 0) } != 0);
 }

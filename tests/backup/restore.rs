@@ -313,26 +313,32 @@ fn a_restore_while_a_backup_runs_stops_before_touching_anything() {
 }
 
 #[test]
-fn parallel_restore_writes_the_dump_to_the_volume_and_removes_it_afterwards() {
+fn a_parallel_restore_streams_the_dump_into_several_connections_and_leaves_no_file_behind() {
     let db = TestDb::with_sample_data();
     let dir = tempdir();
     run(&mut backup_cmd(&db, dir.path())).ok();
+    let before = files(dir.path());
     damage(&db);
-    // Left to decide (there is room on the volume), the restore runs pg_restore -j.
+    let tmp = tempdir();
+
     run(restore_cmd(&db, dir.path())
-        .args(["latest", "--no-safety-backup", "--mode", "swap"])
-        .env("RUST_LOG", "info,eternia_backup=debug"))
+        .args([
+            "latest",
+            "--no-safety-backup",
+            "--mode",
+            "swap",
+            "--jobs",
+            "2",
+        ])
+        .env("TMPDIR", tmp.path()))
     .ok()
-    .says("parallel pg_restore: the dump goes to the backup volume first")
-    .says("data offsets written into the dump's table of contents");
+    .says("data: streamed into 2 connections as it is verified")
+    .says("post-data: indexes, constraints and triggers");
+
     assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
-    assert!(
-        !files(dir.path())
-            .iter()
-            .any(|f| f.contains("eternia-restore")),
-        "{:?}",
-        files(dir.path())
-    );
+    assert_eq!(db.sql("SELECT count(*) FROM billing.\"Invoices\""), "120");
+    assert_eq!(files(dir.path()), before, "nothing written to the volume");
+    assert!(files(tmp.path()).is_empty(), "{:?}", files(tmp.path()));
     for kept in psql(
         "postgres",
         &format!(

@@ -1,0 +1,801 @@
+//! The dump loaded as it streams out of the archive, in parallel, with no dump file on the volume.
+//!
+//! A custom-format dump is its table of contents, then one data block per table (and one per group of
+//! large objects), in order. The streamed load:
+//! 1. keeps the header and the table of contents (a few KB to MB) in a small file in `TMPDIR`: with no
+//!    data in it, `pg_restore --section=pre-data` and `--section=post-data -j N` read it as they would
+//!    the whole dump, so schemas, ownership, privileges, dependencies, indexes and constraints keep
+//!    `pg_restore`'s exact semantics;
+//! 2. sends each table's rows, as they arrive, to `--jobs` connections at once (`COPY … FROM STDIN` with
+//!    the entry's own statement; a table's rows are split at line ends, so even one large table loads on
+//!    every connection), and each large object's bytes with `lo_put` at 1 MiB-aligned offsets;
+//! 3. then what else the data section holds (sequence values) with `pg_restore -L`, and post-data.
+//!
+//! Memory is a few 1 MiB batches per connection. A dump it does not recognise (another archive version,
+//! a data entry of another kind) is handed whole to one streamed `pg_restore` instead, which the log says.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use sqlx::Connection;
+use tracing::{info, instrument, warn};
+
+use super::dump_offsets::{BLK_BLOBS, BLK_DATA, MAX_TOC, Stop, Toc, decode_int, parse_toc};
+use super::restore::{RestoreOptions, command, finish, spawn};
+use super::target::PgTarget;
+use crate::archive::manifest::{DatabaseInfo, Manifest};
+use crate::archive::reader::walk;
+use crate::error::{Error, Result};
+
+/// Rows (or large-object bytes) sent to a connection at a time.
+const BATCH: usize = 1 << 20;
+const SECTION_NONE: i64 = 1;
+const SECTION_DATA: i64 = 3;
+
+/// Walks the decoded archive (checking every checksum on the way) and loads the dump of `db` into
+/// `target` with `opts.jobs` connections. Runs on a blocking thread; `rt` runs the connections.
+#[instrument(skip_all, fields(database = %target, archived = %db.name, jobs = opts.jobs))]
+pub fn load<R: Read>(
+    archive_name: &str,
+    decoded: R,
+    manifest: &Manifest,
+    db: &DatabaseInfo,
+    target: &PgTarget,
+    opts: &RestoreOptions,
+    rt: &tokio::runtime::Handle,
+) -> Result<()> {
+    let mut feeder = Feeder {
+        state: State::Head(Vec::new()),
+        target,
+        opts,
+        rt,
+        failed: Arc::new(Mutex::new(None)),
+    };
+    let mut buf = vec![0u8; 256 << 10];
+    let walked = walk(archive_name, decoded, manifest, |path, r| {
+        if db.chunk_number(path).is_none() {
+            return Ok(());
+        }
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if let Err(e) = feeder.feed(&buf[..n]) {
+                let msg = e.to_string();
+                feeder.fail(e);
+                return Err(io::Error::other(msg));
+            }
+        }
+    });
+    // The loader's own failure explains the walk stopping: it comes first.
+    let failed = feeder.failed.lock().expect("failed lock").take();
+    if let Some(e) = failed {
+        feeder.abandon();
+        return Err(e);
+    }
+    if let Err(e) = walked {
+        feeder.abandon();
+        return Err(e);
+    }
+    feeder.finish()
+}
+
+enum State {
+    /// The header and table of contents so far.
+    Head(Vec<u8>),
+    Parallel(Box<Parallel>),
+    /// Not recognised: everything goes to one `pg_restore` reading its standard input.
+    Piped(super::restore::Running),
+    Done,
+}
+
+struct Feeder<'a> {
+    state: State,
+    target: &'a PgTarget,
+    opts: &'a RestoreOptions,
+    rt: &'a tokio::runtime::Handle,
+    /// The first error of any connection (or of the feeding itself).
+    failed: Arc<Mutex<Option<Error>>>,
+}
+
+impl Feeder<'_> {
+    fn fail(&self, e: Error) {
+        self.failed.lock().expect("failed lock").get_or_insert(e);
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(e) = self.failed.lock().expect("failed lock").take() {
+            return Err(e);
+        }
+        match &mut self.state {
+            State::Head(head) => {
+                head.extend_from_slice(data);
+                match parse_toc(head) {
+                    Ok(toc) => {
+                        let head = std::mem::take(head);
+                        self.start(toc, head)
+                    }
+                    Err(Stop::NeedMore) if head.len() < MAX_TOC => Ok(()),
+                    Err(Stop::NeedMore) => {
+                        self.pipe("its table of contents is larger than 64 MiB".into())
+                    }
+                    Err(Stop::Unsupported(why)) => self.pipe(why),
+                }
+            }
+            State::Parallel(p) => p.feed(data, &self.failed),
+            State::Piped(child) => write_to(child, data),
+            State::Done => Ok(()),
+        }
+    }
+
+    /// The table of contents is read: pre-data, then the connections, then the data that followed it.
+    fn start(&mut self, toc: Toc, head: Vec<u8>) -> Result<()> {
+        if let Some(why) = unsupported_data(&toc) {
+            self.state = State::Head(head);
+            return self.pipe(why);
+        }
+        let data_start = toc.data_start as usize;
+        let toc_file = TocFile::write(&head[..data_start])?;
+        info!(
+            entries = toc.entries.len(),
+            "pre-data: the schema, from the dump's table of contents"
+        );
+        let mut pre = command(self.target, self.opts);
+        pre.arg("--section=pre-data")
+            .arg(toc_file.path())
+            .stdin(Stdio::null());
+        finish(spawn(&mut pre, self.opts)?)?;
+        let mut parallel = Box::new(Parallel::start(
+            toc,
+            toc_file,
+            self.target,
+            self.opts,
+            self.rt,
+            &self.failed,
+        ));
+        parallel.feed(&head[data_start..], &self.failed)?;
+        self.state = State::Parallel(parallel);
+        Ok(())
+    }
+
+    /// Today's path: the whole dump into one `pg_restore`.
+    fn pipe(&mut self, why: String) -> Result<()> {
+        let State::Head(head) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("piped only from the head")
+        };
+        warn!(%why, "the streamed parallel load does not know this dump: it goes to one pg_restore instead");
+        let mut child = spawn(
+            command(self.target, self.opts).stdin(Stdio::piped()),
+            self.opts,
+        )?;
+        write_to(&mut child, &head)?;
+        self.state = State::Piped(child);
+        Ok(())
+    }
+
+    /// The walk failed: stop the connections (the caller drops or reports what they loaded).
+    fn abandon(&mut self) {
+        if let State::Parallel(p) = std::mem::replace(&mut self.state, State::Done) {
+            p.abandon(self.rt);
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Head(_) => Err(Error::Restore {
+                step: "streamed load".into(),
+                problem: "the dump ended inside its table of contents".into(),
+                hint: "the archive's dump is incomplete; restore another backup".into(),
+            }),
+            State::Piped(mut child) => {
+                drop(child.0.stdin.take());
+                finish(child)
+            }
+            State::Parallel(p) => p.finish(self.target, self.opts, self.rt, &self.failed),
+            State::Done => Ok(()),
+        }
+    }
+}
+
+fn write_to(child: &mut super::restore::Running, data: &[u8]) -> Result<()> {
+    let stdin = child.0.stdin.as_mut().expect("piped stdin");
+    stdin.write_all(data).map_err(|e| Error::Restore {
+        step: "pg_restore".into(),
+        problem: format!("pg_restore stopped reading the dump: {e}"),
+        hint: "its error follows in the log".into(),
+    })
+}
+
+/// Why the parallel load cannot take this dump (a data entry it does not know), if it cannot.
+fn unsupported_data(toc: &Toc) -> Option<String> {
+    toc.entries
+        .iter()
+        .find(|e| {
+            e.has_data && !(e.desc == "BLOBS" || e.desc == "TABLE DATA" && e.copy_stmt.is_some())
+        })
+        .map(|e| format!("a data entry of kind {:?} ({})", e.desc, e.tag))
+}
+
+/// The header and table of contents alone, for `pg_restore` (removed when dropped, or on SIGTERM).
+struct TocFile(crate::interrupt::Scratch);
+
+impl TocFile {
+    fn write(bytes: &[u8]) -> Result<TocFile> {
+        let path = std::env::temp_dir().join(format!(
+            ".eternia-restore-toc-{}-{}.dump",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let file = TocFile(crate::interrupt::scratch(path.clone()));
+        std::fs::write(&path, bytes)
+            .map_err(|e| Error::storage("cannot write the dump's table of contents", &path, e))?;
+        Ok(file)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A table's `COPY` statement and its name (for errors).
+#[derive(Debug)]
+struct CopyTarget {
+    stmt: String,
+    table: String,
+}
+
+enum Work {
+    Rows {
+        into: Arc<CopyTarget>,
+        rows: Vec<u8>,
+    },
+    Blob {
+        oid: u32,
+        offset: i64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The data blocks being read and sent to the connections.
+struct Parallel {
+    toc: Toc,
+    toc_file: TocFile,
+    copies: HashMap<i64, Arc<CopyTarget>>,
+    blocks: Blocks,
+    /// The rows of the current table not sent yet (less than a batch, or no line end yet).
+    rows: Vec<u8>,
+    /// The current large object: its oid, where the bytes in `blob` start, the bytes.
+    blob: (u32, i64, Vec<u8>),
+    tx: Option<tokio::sync::mpsc::Sender<Work>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Parallel {
+    fn start(
+        toc: Toc,
+        toc_file: TocFile,
+        target: &PgTarget,
+        opts: &RestoreOptions,
+        rt: &tokio::runtime::Handle,
+        failed: &Arc<Mutex<Option<Error>>>,
+    ) -> Parallel {
+        let copies = toc
+            .entries
+            .iter()
+            .filter(|e| e.desc == "TABLE DATA")
+            .filter_map(|e| {
+                Some((
+                    e.dump_id,
+                    Arc::new(CopyTarget {
+                        stmt: e.copy_stmt.clone()?,
+                        table: format!("{}.{}", e.namespace, e.tag),
+                    }),
+                ))
+            })
+            .collect();
+        let setup: Arc<Vec<String>> = Arc::new(session_setup(&toc, opts));
+        let jobs = opts.jobs.max(1) as usize;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Work>(2 * jobs);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let workers = (0..jobs)
+            .map(|_| {
+                let (target, setup, rx, failed) =
+                    (target.clone(), setup.clone(), rx.clone(), failed.clone());
+                rt.spawn(async move {
+                    if let Err(e) = worker(target, setup, rx.clone()).await {
+                        failed.lock().expect("failed lock").get_or_insert(e);
+                        // Keep taking work so that the feeder never waits on a full queue.
+                        while rx.lock().await.recv().await.is_some() {}
+                    }
+                })
+            })
+            .collect();
+        info!(
+            jobs,
+            "data: streamed into {jobs} connections as it is verified"
+        );
+        Parallel {
+            blocks: Blocks::new(toc.int_size),
+            toc,
+            toc_file,
+            copies,
+            rows: Vec::new(),
+            blob: (0, 0, Vec::new()),
+            tx: Some(tx),
+            workers,
+        }
+    }
+
+    fn send(&self, w: Work, failed: &Arc<Mutex<Option<Error>>>) -> Result<()> {
+        let tx = self.tx.as_ref().expect("sender open while feeding");
+        if tx.blocking_send(w).is_err() {
+            return Err(failed
+                .lock()
+                .expect("failed lock")
+                .take()
+                .unwrap_or_else(|| Error::Restore {
+                    step: "streamed load".into(),
+                    problem: "every connection stopped".into(),
+                    hint: "the PostgreSQL server's log".into(),
+                }));
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, data: &[u8], failed: &Arc<Mutex<Option<Error>>>) -> Result<()> {
+        let mut events = Vec::new();
+        self.blocks.feed(data, &mut events)?;
+        for ev in events {
+            match ev {
+                Event::Rows { dump_id, range } => {
+                    self.rows.extend_from_slice(&data[range]);
+                    if self.rows.len() >= BATCH {
+                        self.send_rows(dump_id, false, failed)?;
+                    }
+                }
+                Event::TableEnd { dump_id } => self.send_rows(dump_id, true, failed)?,
+                Event::BlobStart { oid } => self.blob = (oid, 0, Vec::new()),
+                Event::BlobBytes { range } => {
+                    self.blob.2.extend_from_slice(&data[range]);
+                    if self.blob.2.len() >= BATCH {
+                        self.send_blob(false, failed)?;
+                    }
+                }
+                Event::BlobEnd => self.send_blob(true, failed)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the whole lines of the current table's rows (all of them at its end).
+    fn send_rows(
+        &mut self,
+        dump_id: i64,
+        end: bool,
+        failed: &Arc<Mutex<Option<Error>>>,
+    ) -> Result<()> {
+        let Some(into) = self.copies.get(&dump_id).cloned() else {
+            return Err(Error::Restore {
+                step: "streamed load".into(),
+                problem: format!("a data block for entry {dump_id}, which has no COPY statement"),
+                hint: "restore with --jobs 1 (one pg_restore reads the whole dump)".into(),
+            });
+        };
+        let cut = if end {
+            self.rows.len()
+        } else {
+            match self.rows.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => return Ok(()),
+            }
+        };
+        if cut == 0 {
+            return Ok(());
+        }
+        let rest = self.rows.split_off(cut);
+        let mut rows = std::mem::replace(&mut self.rows, rest);
+        if !rows.ends_with(b"\n") {
+            rows.push(b'\n');
+        }
+        self.send(Work::Rows { into, rows }, failed)
+    }
+
+    /// Sends the current large object's bytes: whole 1 MiB pieces (so that no two connections ever
+    /// write the same page of it), and the rest at its end.
+    fn send_blob(&mut self, end: bool, failed: &Arc<Mutex<Option<Error>>>) -> Result<()> {
+        let (oid, offset, bytes) = &mut self.blob;
+        let cut = if end {
+            bytes.len()
+        } else {
+            bytes.len() / BATCH * BATCH
+        };
+        if cut == 0 && !end {
+            return Ok(());
+        }
+        let rest = bytes.split_off(cut);
+        let piece = std::mem::replace(bytes, rest);
+        let (oid, at) = (*oid, *offset);
+        *offset += piece.len() as i64;
+        if piece.is_empty() {
+            return Ok(());
+        }
+        self.send(
+            Work::Blob {
+                oid,
+                offset: at,
+                bytes: piece,
+            },
+            failed,
+        )
+    }
+
+    fn abandon(mut self, rt: &tokio::runtime::Handle) {
+        drop(self.tx.take());
+        for w in self.workers.drain(..) {
+            w.abort();
+            let _ = rt.block_on(w);
+        }
+    }
+
+    /// The data sent, every connection done: the sequence values, then post-data.
+    fn finish(
+        mut self,
+        target: &PgTarget,
+        opts: &RestoreOptions,
+        rt: &tokio::runtime::Handle,
+        failed: &Arc<Mutex<Option<Error>>>,
+    ) -> Result<()> {
+        if !self.blocks.at_block_start() {
+            return Err(Error::Restore {
+                step: "streamed load".into(),
+                problem: "the dump ended inside a data block".into(),
+                hint: "the archive's dump is incomplete; restore another backup".into(),
+            });
+        }
+        drop(self.tx.take());
+        for w in self.workers.drain(..) {
+            let _ = rt.block_on(w);
+        }
+        if let Some(e) = failed.lock().expect("failed lock").take() {
+            return Err(e);
+        }
+        let rest = other_data_entries(&self.toc);
+        if !rest.is_empty() {
+            let list = crate::interrupt::scratch(self.toc_file.path().with_extension("list"));
+            let lines: String = rest.iter().map(|id| format!("{id};\n")).collect();
+            std::fs::write(list.path(), lines)
+                .map_err(|e| Error::storage("cannot write the restore list", list.path(), e))?;
+            let mut cmd = command(target, opts);
+            cmd.arg("--use-list")
+                .arg(list.path())
+                .arg(self.toc_file.path())
+                .stdin(Stdio::null());
+            finish(spawn(&mut cmd, opts)?)?;
+        }
+        info!("post-data: indexes, constraints and triggers");
+        let mut post = command(target, opts);
+        post.arg("--section=post-data")
+            .arg(format!("--jobs={}", opts.jobs.max(1)))
+            .arg(self.toc_file.path())
+            .stdin(Stdio::null());
+        finish(spawn(&mut post, opts)?)
+    }
+}
+
+/// The data-section entries the connections do not load (sequence values, comments among the data):
+/// left to `pg_restore`. An entry without a section of its own is in the section of the one before it,
+/// as `pg_restore` counts them.
+fn other_data_entries(toc: &Toc) -> Vec<i64> {
+    let mut section = SECTION_NONE;
+    let mut out = Vec::new();
+    for e in &toc.entries {
+        if e.section != SECTION_NONE {
+            section = e.section;
+        }
+        if section == SECTION_DATA && !matches!(e.desc.as_str(), "TABLE DATA" | "BLOBS") {
+            out.push(e.dump_id);
+        }
+    }
+    out
+}
+
+/// What `pg_restore` sets on its connections before loading data (`_doSetFixedOutputState`): the dump's
+/// encoding and string syntax, an empty search path, and no row security; and `--role`.
+fn session_setup(toc: &Toc, opts: &RestoreOptions) -> Vec<String> {
+    let mut s: Vec<String> = toc
+        .entries
+        .iter()
+        .filter(|e| matches!(e.desc.as_str(), "ENCODING" | "STDSTRINGS"))
+        .filter_map(|e| e.defn.clone())
+        .collect();
+    s.extend(
+        [
+            "SET statement_timeout = 0",
+            "SET lock_timeout = 0",
+            "SET idle_in_transaction_session_timeout = 0",
+            "SELECT pg_catalog.set_config('search_path', '', false)",
+            "SET check_function_bodies = false",
+            "SET client_min_messages = warning",
+            "SET row_security = off",
+        ]
+        .map(str::to_owned),
+    );
+    if let Some(role) = &opts.ownership.role {
+        s.push(format!("SET ROLE {}", super::snapshot::quote_ident(role)));
+    }
+    s
+}
+
+/// One connection: takes batches off the shared queue, keeping a table's `COPY` open while its rows keep
+/// coming, until the queue is closed.
+fn worker(
+    target: PgTarget,
+    setup: Arc<Vec<String>>,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Work>>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> {
+    Box::pin(async move { work(&target, &setup, &rx).await })
+}
+
+async fn work(
+    target: &PgTarget,
+    setup: &[String],
+    rx: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Work>>,
+) -> Result<()> {
+    let mut conn = super::snapshot::connect(target).await?;
+    for stmt in setup {
+        sqlx::query(stmt.trim().trim_end_matches(';'))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| target.error("cannot set up a loading connection", &e))?;
+    }
+    let mut pending = take(rx).await;
+    while let Some(work) = pending.take() {
+        match work {
+            Work::Rows { into, rows } => {
+                let failed = |e: sqlx::Error| Error::Restore {
+                    step: format!("load table {}", into.table),
+                    problem: super::target::redact(&e),
+                    hint: "the PostgreSQL server's log; the table's rows were not all loaded"
+                        .into(),
+                };
+                let mut copy = conn.copy_in_raw(&into.stmt).await.map_err(failed)?;
+                copy.send(rows).await.map_err(failed)?;
+                loop {
+                    match take(rx).await {
+                        Some(Work::Rows { into: same, rows }) if Arc::ptr_eq(&same, &into) => {
+                            copy.send(rows).await.map_err(failed)?;
+                        }
+                        other => {
+                            pending = other;
+                            break;
+                        }
+                    }
+                }
+                copy.finish().await.map_err(failed)?;
+                continue;
+            }
+            Work::Blob { oid, offset, bytes } => {
+                sqlx::query("SELECT pg_catalog.lo_put($1, $2, $3)")
+                    .bind(oid as i64)
+                    .bind(offset)
+                    .bind(bytes)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| Error::Restore {
+                        step: format!("load large object {oid}"),
+                        problem: super::target::redact(&e),
+                        hint: "the PostgreSQL server's log".into(),
+                    })?;
+            }
+        }
+        pending = take(rx).await;
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+async fn take(rx: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Work>>) -> Option<Work> {
+    rx.lock().await.recv().await
+}
+
+/// A run of bytes of the fed slice.
+type Span = std::ops::Range<usize>;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    Rows { dump_id: i64, range: Span },
+    TableEnd { dump_id: i64 },
+    BlobStart { oid: u32 },
+    BlobBytes { range: Span },
+    BlobEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    BlockType,
+    BlockId { blobs: bool },
+    ChunkLen { blobs: bool },
+    Chunk { left: u64, blobs: bool },
+    BlobOid,
+}
+
+/// The data blocks of a custom-format dump, read as they pass (`_ReadBuf`/`_PrintData` in
+/// `pg_backup_custom.c`): a block type, the entry's dump id, then length-prefixed chunks ending with a
+/// zero length; a large-object block is oids, each followed by its chunks, ending with oid 0.
+struct Blocks {
+    int_size: usize,
+    step: Step,
+    field: Vec<u8>,
+    dump_id: i64,
+}
+
+impl Blocks {
+    fn new(int_size: usize) -> Blocks {
+        Blocks {
+            int_size,
+            step: Step::BlockType,
+            field: Vec::new(),
+            dump_id: 0,
+        }
+    }
+
+    fn at_block_start(&self) -> bool {
+        self.step == Step::BlockType && self.field.is_empty()
+    }
+
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Event>) -> Result<()> {
+        let unexpected = |what: String| Error::Restore {
+            step: "streamed load".into(),
+            problem: format!("unexpected {what} in the dump's data"),
+            hint: "restore with --jobs 1 (one pg_restore reads the whole dump)".into(),
+        };
+        let mut i = 0;
+        while i < data.len() {
+            if let Step::Chunk { left, blobs } = self.step {
+                let n = left.min((data.len() - i) as u64) as usize;
+                out.push(if blobs {
+                    Event::BlobBytes { range: i..i + n }
+                } else {
+                    Event::Rows {
+                        dump_id: self.dump_id,
+                        range: i..i + n,
+                    }
+                });
+                i += n;
+                self.step = match left - n as u64 {
+                    0 => Step::ChunkLen { blobs },
+                    left => Step::Chunk { left, blobs },
+                };
+                continue;
+            }
+            let need = if self.step == Step::BlockType {
+                1
+            } else {
+                1 + self.int_size
+            };
+            let take = (need - self.field.len()).min(data.len() - i);
+            self.field.extend_from_slice(&data[i..i + take]);
+            i += take;
+            if self.field.len() < need {
+                break;
+            }
+            let value = if need == 1 {
+                i64::from(self.field[0])
+            } else {
+                decode_int(&self.field)
+            };
+            self.field.clear();
+            self.step = match (self.step, value) {
+                (Step::BlockType, t) if t == i64::from(BLK_DATA) => Step::BlockId { blobs: false },
+                (Step::BlockType, t) if t == i64::from(BLK_BLOBS) => Step::BlockId { blobs: true },
+                (Step::BlockType, t) => return Err(unexpected(format!("block type {t}"))),
+                (Step::BlockId { blobs }, id) => {
+                    self.dump_id = id;
+                    if blobs {
+                        Step::BlobOid
+                    } else {
+                        Step::ChunkLen { blobs }
+                    }
+                }
+                (Step::ChunkLen { blobs: false }, 0) => {
+                    out.push(Event::TableEnd {
+                        dump_id: self.dump_id,
+                    });
+                    Step::BlockType
+                }
+                (Step::ChunkLen { blobs: true }, 0) => {
+                    out.push(Event::BlobEnd);
+                    Step::BlobOid
+                }
+                (Step::ChunkLen { blobs }, n) if n > 0 => Step::Chunk {
+                    left: n as u64,
+                    blobs,
+                },
+                (Step::BlobOid, 0) => Step::BlockType,
+                (Step::BlobOid, oid) => {
+                    let oid = u32::try_from(oid)
+                        .map_err(|_| unexpected(format!("large object {oid}")))?;
+                    out.push(Event::BlobStart { oid });
+                    Step::ChunkLen { blobs: true }
+                }
+                (step, n) => return Err(unexpected(format!("{n} in {step:?}"))),
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `WriteInt` with 4-byte ints.
+    fn int(v: i64) -> Vec<u8> {
+        let mut b = vec![u8::from(v < 0)];
+        b.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
+        b
+    }
+
+    fn blocks() -> Vec<u8> {
+        let mut d = vec![BLK_DATA];
+        d.extend(int(7));
+        for chunk in [&b"1\ta\n2\tb\n"[..], b"3\tc\n"] {
+            d.extend(int(chunk.len() as i64));
+            d.extend_from_slice(chunk);
+        }
+        d.extend(int(0));
+        d.push(BLK_BLOBS);
+        d.extend(int(9));
+        d.extend(int(16400));
+        d.extend(int(3));
+        d.extend_from_slice(b"abc");
+        d.extend(int(0));
+        d.extend(int(0));
+        d
+    }
+
+    /// Fed in pieces of every size, the events (with their bytes) are the same.
+    #[test]
+    fn the_data_blocks_are_read_whatever_the_pieces_they_arrive_in() {
+        let d = blocks();
+        for piece in 1..=d.len() {
+            let mut b = Blocks::new(4);
+            let (mut rows, mut blob, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+            for part in d.chunks(piece) {
+                let mut out = Vec::new();
+                b.feed(part, &mut out).unwrap();
+                for ev in out {
+                    match ev {
+                        Event::Rows { dump_id: 7, range } => rows.extend_from_slice(&part[range]),
+                        Event::BlobBytes { range } => blob.extend_from_slice(&part[range]),
+                        other => ends.push(other),
+                    }
+                }
+            }
+            assert_eq!(rows, b"1\ta\n2\tb\n3\tc\n", "piece {piece}");
+            assert_eq!(blob, b"abc");
+            assert_eq!(
+                ends,
+                [
+                    Event::TableEnd { dump_id: 7 },
+                    Event::BlobStart { oid: 16400 },
+                    Event::BlobEnd
+                ]
+            );
+            assert!(b.at_block_start());
+        }
+    }
+
+    #[test]
+    fn an_unknown_block_type_is_an_error_naming_it() {
+        let mut out = Vec::new();
+        let e = Blocks::new(4).feed(&[9], &mut out).unwrap_err().to_string();
+        assert!(e.contains("block type 9"), "{e}");
+    }
+}
