@@ -42,6 +42,10 @@ pub struct Manifest {
     /// A restore's safety backup (absent, and so false, in every other archive and in older ones).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub safety: bool,
+    /// The Kubernetes objects alone, no dump (a swap restore's safety backup; `database` then only
+    /// names the database, with no chunks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub objects_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +67,20 @@ pub struct DatabaseInfo {
 }
 
 impl DatabaseInfo {
+    /// An archive without a dump: the database named, nothing of it kept.
+    pub fn none(name: &str) -> DatabaseInfo {
+        DatabaseInfo {
+            name: name.into(),
+            server_version: String::new(),
+            pg_dump_version: None,
+            dump_format: "none".into(),
+            dump_bytes: 0,
+            chunks: 0,
+            tables: Vec::new(),
+            dir: None,
+        }
+    }
+
     pub fn dir(&self) -> &str {
         self.dir.as_deref().unwrap_or(FIRST_DATABASE_DIR)
     }

@@ -269,6 +269,7 @@ fn archive_backup(
         lease: None,
         safety: false,
         databases: Databases::Target,
+        objects_only: false,
         progress_interval: Duration::from_secs(archive.progress_interval.max(1)),
     })
 }

@@ -123,10 +123,17 @@ pub fn restore(s: &RestoreSummary) -> String {
         line(format!("  restart {d}"));
     }
     if !s.dry_run {
-        if let Some(n) = &s.safety_backup {
-            line(format!(
+        if s.databases.is_empty() {
+            line("ConfigMaps/Secrets alone (a swap restore's safety backup): no database was touched".into());
+        }
+        match (&s.safety_backup, s.mode) {
+            (Some(n), Some(crate::commands::restore::Mode::Swap)) => line(format!(
+                "safety backup of the ConfigMaps/Secrets: {n} (to undo them: eternia-backup restore {n})"
+            )),
+            (Some(n), _) => line(format!(
                 "safety backup: {n} (to undo: eternia-backup restore {n})"
-            ));
+            )),
+            (None, _) => {}
         }
         for d in &s.databases {
             line(format!(
@@ -136,7 +143,11 @@ pub fn restore(s: &RestoreSummary) -> String {
                 d.row_check.counted
             ));
             if let Some(p) = &d.previous_database {
-                line(format!("{}previous database kept as {p}", of(d)));
+                let db = d.database.rsplit('/').next().unwrap_or(&d.database);
+                line(format!(
+                    "{}previous database kept as {p} (to undo: ALTER DATABASE \"{db}\" RENAME TO \"{db}_restored\"; ALTER DATABASE \"{p}\" RENAME TO \"{db}\"; drop it once the restore is confirmed)",
+                    of(d)
+                ));
             }
             if d.created {
                 line(format!(

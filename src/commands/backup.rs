@@ -47,6 +47,9 @@ pub struct BackupConfig {
     /// A restore's safety backup: named and marked as such, never `latest`.
     pub safety: bool,
     pub databases: Databases,
+    /// The ConfigMaps/Secrets alone, no database (a swap restore's safety backup: the replaced
+    /// database, kept under another name, is the way back for the data).
+    pub objects_only: bool,
 }
 
 /// The namespace whose ConfigMaps and Secrets go into the archive.
@@ -167,10 +170,20 @@ pub async fn run(
         });
     }
     // Preflight: reach the database (and take the snapshot) before creating anything on the volume.
-    let snapshot = Snapshot::open(&cfg.target).await?;
-    let pg_dump_version = dump_client_version(cfg, &snapshot.server_version)?;
-    let globals = read_globals(&cfg.target).await;
-    let further = further_databases(cfg).await?;
+    // (A swap restore's safety backup holds the ConfigMaps/Secrets alone: see `objects_only`.)
+    let (snapshot, pg_dump_version, globals, further) = if cfg.objects_only {
+        (None, None, None, Vec::new())
+    } else {
+        let snapshot = Snapshot::open(&cfg.target).await?;
+        let version = dump_client_version(cfg, &snapshot.server_version)?;
+        let globals = read_globals(&cfg.target).await;
+        (
+            Some(snapshot),
+            version,
+            globals,
+            further_databases(cfg).await?,
+        )
+    };
     let export = match (&cfg.kubernetes, client) {
         (Some(k), Some(client)) => {
             Some(crate::kube::export::export_namespace(client, &k.namespace, &k.filter).await?)
@@ -186,7 +199,7 @@ pub async fn run(
         further,
     };
     let dumped = write_archive(cfg, sink, snapshot, contents, created, &file_name).await?;
-    let sidecar = finish_archive(dumped, &name, created, export.as_ref()).await?;
+    let sidecar = finish_archive(dumped, &name, created, export.as_ref(), cfg.objects_only).await?;
     let written = destinations.written();
 
     let m = &sidecar.manifest;
@@ -358,7 +371,7 @@ async fn further_databases(cfg: &BackupConfig) -> Result<Vec<String>> {
 async fn write_archive(
     cfg: &BackupConfig,
     sink: Box<dyn ArchiveSink>,
-    first: Snapshot,
+    first: Option<Snapshot>,
     contents: Contents<'_>,
     created: Timestamp,
     file_name: &str,
@@ -385,6 +398,12 @@ async fn write_archive(
         })
         .await
         .expect("archive writer task")?;
+        let Some(first) = first else {
+            return Ok(Dumped {
+                writer,
+                databases: vec![DatabaseInfo::none(&cfg.target.dbname)],
+            });
+        };
         let mut databases = Vec::new();
         let (first_globals, version) = (contents.globals, contents.pg_dump_version);
         let (info, w) = dump_database(
@@ -494,6 +513,7 @@ async fn finish_archive(
     name: &ArchiveName,
     created: Timestamp,
     export: Option<&Export>,
+    objects_only: bool,
 ) -> Result<Sidecar> {
     let file_name = name.file_name();
     let kubernetes = export.map(|e| KubernetesInfo {
@@ -519,6 +539,7 @@ async fn finish_archive(
             kubernetes,
             entries,
             safety,
+            objects_only,
         })
     })
     .await

@@ -14,6 +14,7 @@ use tracing::{info, instrument, warn};
 
 use crate::archive::codec::decoder_with_identity_file;
 use crate::archive::manifest::{DatabaseInfo, Manifest, Sidecar, TableCount};
+use crate::archive::reader::walk;
 use crate::commands::backup::{self, BackupConfig};
 use crate::commands::hooks::{self, Hooks};
 use crate::commands::verify::{self, Visit};
@@ -153,10 +154,50 @@ struct Keep {
     globals_entries: BTreeMap<String, String>,
     globals: BTreeMap<String, Vec<u8>>,
     dumps: Vec<(DatabaseInfo, DumpWriter, PathBuf)>,
+    /// Stop at the first dump chunk of this archive's (only) database: see [`head`].
+    stop_at: Option<DatabaseInfo>,
+    stopped: bool,
+}
+
+impl Keep {
+    fn new(manifest: &Manifest, dumps: Vec<(DatabaseInfo, DumpWriter, PathBuf)>) -> Keep {
+        Keep {
+            objects: Vec::new(),
+            globals_entries: manifest
+                .databases()
+                .map(|d| (d.globals_entry(), d.name.clone()))
+                .collect(),
+            globals: BTreeMap::new(),
+            dumps,
+            stop_at: None,
+            stopped: false,
+        }
+    }
+
+    /// The globals read, parsed.
+    fn parsed_globals(&mut self, name: &str) -> Result<BTreeMap<String, Globals>> {
+        let mut globals = BTreeMap::new();
+        for (db, bytes) in std::mem::take(&mut self.globals) {
+            let g = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::archive(
+                    name,
+                    format!("the globals of database {db} are not readable: {e}"),
+                )
+            })?;
+            globals.insert(db, g);
+        }
+        Ok(globals)
+    }
 }
 
 impl Visit for Keep {
     fn entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<()> {
+        if let Some(db) = &self.stop_at
+            && db.chunk_number(path).is_some()
+        {
+            self.stopped = true;
+            return Err(io::Error::other("the entries before the dump are read"));
+        }
         if path.starts_with("kubernetes/") {
             let mut v = Vec::new();
             r.take(MAX_OBJECT_BYTES).read_to_end(&mut v)?;
@@ -207,39 +248,64 @@ pub async fn verified(
             DumpWriter::create(e.to, e.db.dump_bytes).map_err(|err| dump_write_error(e.to, err))?;
         dumps.push((e.db.clone(), w, e.to.to_owned()));
     }
-    let keep = Keep {
-        objects: Vec::new(),
-        globals_entries: sidecar
-            .manifest
-            .databases()
-            .map(|d| (d.globals_entry(), d.name.clone()))
-            .collect(),
-        globals: BTreeMap::new(),
-        dumps,
-    };
-    let (report, keep) = verify::check(store, backup, identity.clone(), keep).await?;
+    let keep = Keep::new(&sidecar.manifest, dumps);
+    let (report, mut keep) = verify::check(store, backup, identity.clone(), keep).await?;
     if !report.contents_checked {
         return Err(Error::Encryption(format!(
             "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
         )));
     }
+    let globals = keep.parsed_globals(name)?;
     for (_, w, p) in keep.dumps {
         w.finish().map_err(|e| dump_write_error(&p, e))?;
-    }
-    let mut globals = BTreeMap::new();
-    for (db, bytes) in keep.globals {
-        let g = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::archive(
-                name,
-                format!("the globals of database {db} are not readable: {e}"),
-            )
-        })?;
-        globals.insert(db, g);
     }
     Ok(Verified {
         manifest: sidecar.manifest,
         objects: keep.objects,
         globals,
+    })
+}
+
+/// The entries before the dump of an archive of one database (its objects and globals), each checked
+/// against the manifest: what a swap restore needs before it loads. The rest is verified while it loads
+/// (into a scratch database, which a mismatch drops, the live database untouched).
+async fn head(
+    store: &dyn BackupStore,
+    backup: &StoredBackup,
+    identity: &Option<PathBuf>,
+) -> Result<Verified> {
+    let name = &backup.name;
+    let sidecar = store.sidecar(name).await?;
+    verify::check_sidecar(&sidecar, name)?;
+    if backup.encrypted && identity.is_none() {
+        return Err(Error::Encryption(format!(
+            "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
+        )));
+    }
+    let input = store.open(name).await?;
+    let (manifest, identity, n) = (sidecar.manifest.clone(), identity.clone(), name.clone());
+    let mut keep = tokio::task::spawn_blocking(move || -> Result<Keep> {
+        let decoded = decoder_with_identity_file(
+            input,
+            manifest.compression,
+            manifest.encrypted,
+            identity.as_deref(),
+        )?;
+        let mut keep = Keep::new(&manifest, Vec::new());
+        keep.stop_at = Some(manifest.database.clone());
+        match walk(&n, decoded, &manifest, |p, r| keep.entry(p, r)) {
+            Err(_) if keep.stopped => Ok(keep),
+            Err(e) => Err(e),
+            Ok(_) => Ok(keep),
+        }
+    })
+    .await
+    .expect("head task")?;
+    info!(archive = %name, objects = keep.objects.len(), "objects and globals checked; the dump is verified while it loads");
+    Ok(Verified {
+        globals: keep.parsed_globals(name)?,
+        manifest: sidecar.manifest,
+        objects: keep.objects,
     })
 }
 
@@ -303,7 +369,7 @@ async fn load_dump(
         target.clone(),
         name.to_owned(),
     );
-    let rt = tokio::runtime::Handle::current();
+
     tokio::task::spawn_blocking(move || -> Result<()> {
         let decoded = decoder_with_identity_file(
             input,
@@ -311,11 +377,7 @@ async fn load_dump(
             manifest.encrypted,
             identity.as_deref(),
         )?;
-        if opts.jobs > 1 {
-            crate::postgres::stream_load::load(&name, decoded, &manifest, &db, &target, &opts, &rt)
-        } else {
-            pg::pg_restore_from(&name, decoded, &manifest, &db, &target, &opts).map(|_| ())
-        }
+        pg::pg_restore_from(&name, decoded, &manifest, &db, &target, &opts).map(|_| ())
     })
     .await
     .expect("restore task")
@@ -375,7 +437,7 @@ async fn restore_locked(
     ));
     let (sidecar, into) = preflight(cfg, store, &name).await?;
     crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
-    let jobs = jobs_for(cfg, stores, &sidecar, &into);
+    let jobs = jobs_for(cfg);
     let extract: Vec<Extract> = into
         .iter()
         .filter_map(|d| {
@@ -385,11 +447,21 @@ async fn restore_locked(
             })
         })
         .collect();
+    // Swap mode loads a scratch database while it verifies (a mismatch drops it); clean mode, which
+    // changes the live database, verifies every checksum first.
+    let load_while_verifying = cfg.mode == Mode::Swap
+        && jobs > 1
+        && !cfg.dry_run
+        && sidecar.manifest.more_databases.is_empty();
     let Verified {
         manifest,
         objects,
         globals,
-    } = verified(store, &backup, &cfg.identity_file, &extract).await?;
+    } = if load_while_verifying {
+        head(store, &backup, &cfg.identity_file).await?
+    } else {
+        verified(store, &backup, &cfg.identity_file, &extract).await?
+    };
     if let (false, Some(d)) = (
         cfg.ownership.owner_map.is_empty(),
         into.iter().find(|d| !globals.contains_key(&d.db.name)),
@@ -408,7 +480,10 @@ async fn restore_locked(
     let mut summary = RestoreSummary {
         archive: name.clone(),
         location: store.location(),
-        database: into[0].target.to_string(),
+        database: into
+            .first()
+            .map(|d| d.target.to_string())
+            .unwrap_or_default(),
         mode: Some(cfg.mode),
         jobs,
         databases: into
@@ -460,8 +535,10 @@ async fn restore_locked(
         let changed: Result<()> = async {
             still_ours(lease).await?;
             crate::interrupt::step("taking the safety backup (nothing was changed)");
-            summary.safety_backup = safety_backup(cfg, stores, cluster, &into).await?;
-            let undo = undo_text(summary.safety_backup.as_deref(), &into);
+            if !manifest.objects_only {
+                summary.safety_backup = safety_backup(cfg, stores, cluster, &into).await?;
+            }
+            let undo = undo_text(cfg.mode, summary.safety_backup.as_deref(), &into);
 
             if !globals.is_empty() {
                 still_ours(lease).await?;
@@ -474,6 +551,7 @@ async fn restore_locked(
             for (i, d) in into.iter().enumerate() {
                 let load = Load {
                     store,
+                    backup: &backup,
                     name: &name,
                     manifest: &manifest,
                     db: &d.db,
@@ -551,6 +629,25 @@ async fn safety_backup(
     let Some(safety) = &cfg.safety else {
         return Ok(None);
     };
+    // Swap mode keeps the replaced database under another name: that is the way back for the data, so
+    // the safety backup holds the ConfigMaps/Secrets alone (and without Kubernetes there is none).
+    if cfg.mode == Mode::Swap {
+        if cfg.kubernetes.is_none() {
+            info!("no safety backup: swap mode keeps the replaced database as the way back");
+            return Ok(None);
+        }
+        let mut objects = safety.clone();
+        objects.objects_only = true;
+        let s = backup::run(&objects, stores, cluster)
+            .await
+            .map_err(|e| Error::RestoreStep {
+                step: "safety backup".into(),
+                source: Box::new(e),
+                hint: "nothing was changed; fix the cause or pass --no-safety-backup if you accept no way back for the ConfigMaps/Secrets".into(),
+            })?;
+        info!(safety_backup = %s.name, "safety backup of the ConfigMaps/Secrets taken; the replaced database is kept as the way back for the data");
+        return Ok(Some(s.name));
+    }
     let present: Vec<&PgTarget> = into
         .iter()
         .filter(|d| d.exists)
@@ -581,7 +678,18 @@ async fn safety_backup(
 }
 
 /// The way back, as a failure names it.
-fn undo_text(safety_backup: Option<&str>, into: &[Into]) -> String {
+fn undo_text(mode: Mode, safety_backup: Option<&str>, into: &[Into]) -> String {
+    if mode == Mode::Swap {
+        let objects = match safety_backup {
+            Some(n) => format!(
+                "; the ConfigMaps/Secrets as they were are in safety backup {n}: `eternia-backup restore {n}` puts them back"
+            ),
+            None => String::new(),
+        };
+        return format!(
+            "swap mode renames the live database only once the new one is loaded and checked, and keeps it (`<db>_pre_restore_<time>`, in the log){objects}"
+        );
+    }
     let created: Vec<&str> = into
         .iter()
         .filter(|d| !d.exists)
@@ -703,6 +811,17 @@ async fn preflight(
     name: &str,
 ) -> Result<(Sidecar, Vec<Into>)> {
     let sidecar = store.sidecar(name).await?;
+    if sidecar.manifest.objects_only {
+        if cfg.kubernetes.is_none() {
+            return Err(Error::Restore {
+                step: "plan".into(),
+                problem: format!("{name} holds ConfigMaps/Secrets alone (a swap restore's safety backup), and --no-kubernetes leaves nothing to restore"),
+                hint: "restore it with Kubernetes; its database was kept by the swap restore under another name (see that restore's summary); nothing was changed".into(),
+            });
+        }
+        info!(archive = %name, "ConfigMaps/Secrets alone: the database is not touched");
+        return Ok((sidecar, Vec::new()));
+    }
     let planned = which_databases::plan(name, &sidecar.manifest, &cfg.databases, &cfg.target)?;
     let db = &sidecar.manifest.database;
     let mut conn = pg::maintenance(&cfg.target).await?;
@@ -774,31 +893,18 @@ async fn create_roles(
     .await
 }
 
-/// `--jobs`, or the choice from the room on the backup volume for the dump (and the safety backup
-/// taken after it, about the archive's size).
-fn jobs_for(cfg: &RestoreConfig, stores: &StoreSet, sidecar: &Sidecar, into: &[Into]) -> u32 {
-    let space = match (cfg.jobs, stores.scratch_space()) {
-        (Some(n), _) => return n,
-        (None, None) => return 1,
-        (None, Some(space)) => space,
-    };
-    let need = into.iter().map(|d| d.db.dump_bytes).sum::<u64>()
-        + if cfg.safety.is_some() {
-            sidecar.archive.size
-        } else {
-            0
-        };
+/// `--jobs`, or one connection per CPU this process may use, 2 to 4 (the dump streams into them:
+/// no room is needed on the volume).
+fn jobs_for(cfg: &RestoreConfig) -> u32 {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let jobs = choose_jobs(space.free, need, cpus);
+    let jobs = cfg.jobs.unwrap_or_else(|| default_jobs(cpus));
     info!(
         jobs,
-        need_mib = need >> 20,
-        free_mib = space.free.map(|f| f >> 20),
         "{}",
         if jobs > 1 {
-            "parallel pg_restore: the dump goes to the backup volume first"
+            "the dump streams into parallel connections as it is verified"
         } else {
-            "the dump is streamed into one pg_restore: the backup volume has no room for it"
+            "the dump is streamed into one pg_restore"
         }
     );
     jobs
@@ -807,6 +913,7 @@ fn jobs_for(cfg: &RestoreConfig, stores: &StoreSet, sidecar: &Sidecar, into: &[I
 /// Where the dump comes from and how pg_restore loads it.
 struct Load<'a> {
     store: &'a dyn BackupStore,
+    backup: &'a StoredBackup,
     name: &'a str,
     manifest: &'a Manifest,
     /// The archived database loaded.
@@ -840,21 +947,56 @@ impl Load<'_> {
     }
 
     async fn load_opened(&self, input: DumpInput, into: &PgTarget) -> Result<Loaded> {
-        load_dump(
-            input,
-            self.name,
-            self.manifest,
-            self.db,
-            into,
-            self.opts.clone(),
-            self.identity.clone(),
-        )
-        .await?;
+        match input {
+            DumpInput::Archive(archive) if self.opts.jobs > 1 => {
+                self.stream_load(archive, into).await?
+            }
+            input => {
+                load_dump(
+                    input,
+                    self.name,
+                    self.manifest,
+                    self.db,
+                    into,
+                    self.opts.clone(),
+                    self.identity.clone(),
+                )
+                .await?
+            }
+        }
         let owners_mapped = self.map_owners(into).await?;
         Ok(Loaded {
             check: check_rows(into, &self.db.tables).await?,
             owners_mapped,
         })
+    }
+
+    /// The streamed parallel load (see [`crate::postgres::stream_load`]), fed by a full verification of
+    /// the archive: the whole-file digest and every entry's checksum; a mismatch stops it.
+    async fn stream_load(&self, archive: Box<dyn Read + Send>, into: &PgTarget) -> Result<()> {
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let loader = crate::postgres::stream_load::StreamLoad::new(
+            self.db,
+            into,
+            &self.opts,
+            failed.clone(),
+        );
+        let checked = verify::check_opened(
+            self.store,
+            self.backup,
+            Some(archive),
+            self.identity.clone(),
+            loader,
+        )
+        .await;
+        // The loader's own failure explains a verification that stopped early: it comes first.
+        if let Some(e) = failed.lock().expect("failed lock").take() {
+            return Err(e);
+        }
+        let (_, loader) = checked?;
+        tokio::task::spawn_blocking(move || loader.finish())
+            .await
+            .expect("load task")
     }
 
     /// The database's state as the backup recorded it, for a database this restore creates: owner and
@@ -1054,13 +1196,9 @@ async fn restart(client: kube::Client, k: &KubeRestore) -> Result<Vec<String>> {
     Ok(restarted)
 }
 
-/// `pg_restore -j` when nobody said: one job per CPU this process may use, 2 to 4, if the volume has
-/// `need` bytes free with a 10% margin; else 1 (the dump streamed, needing no room).
-pub fn choose_jobs(free: Option<u64>, need: u64, cpus: usize) -> u32 {
-    match free {
-        Some(free) if free / 11 * 10 >= need => cpus.clamp(2, 4) as u32,
-        _ => 1,
-    }
+/// Connections when nobody said: one per CPU, 2 to 4.
+pub fn default_jobs(cpus: usize) -> u32 {
+    cpus.clamp(2, 4) as u32
 }
 
 /// Adds the way back (the safety backup) to an error, keeping the step and cause it already names.
@@ -1138,16 +1276,12 @@ pub(crate) async fn unused_names<const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::choose_jobs;
-
-    const GIB: u64 = 1 << 30;
+    use super::default_jobs;
 
     #[test]
-    fn parallel_by_default_only_with_room_for_the_dump_and_a_margin() {
-        assert_eq!(choose_jobs(Some(10 * GIB), GIB, 1), 2);
-        assert_eq!(choose_jobs(Some(10 * GIB), GIB, 3), 3);
-        assert_eq!(choose_jobs(Some(10 * GIB), GIB, 64), 4);
-        assert_eq!(choose_jobs(Some(GIB), GIB, 8), 1, "no margin left");
-        assert_eq!(choose_jobs(None, GIB, 8), 1, "free space unknown");
+    fn parallel_by_default_with_one_connection_per_cpu_from_two_to_four() {
+        assert_eq!(default_jobs(1), 2);
+        assert_eq!(default_jobs(3), 3);
+        assert_eq!(default_jobs(64), 4);
     }
 }

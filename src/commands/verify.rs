@@ -57,33 +57,25 @@ pub async fn check<V: Visit>(
     store: &dyn BackupStore,
     backup: &StoredBackup,
     identity_file: Option<PathBuf>,
+    visitor: V,
+) -> Result<(VerifyReport, V)> {
+    check_opened(store, backup, None, identity_file, visitor).await
+}
+
+/// [`check`], reading the archive from `opened` when the caller opened it already (a restore opens it
+/// before it changes anything, so that a store that cannot be read fails while nothing is changed).
+pub async fn check_opened<V: Visit>(
+    store: &dyn BackupStore,
+    backup: &StoredBackup,
+    opened: Option<Box<dyn Read + Send>>,
+    identity_file: Option<PathBuf>,
     mut visitor: V,
 ) -> Result<(VerifyReport, V)> {
     let name = backup.name.clone();
     let location = store.location();
     let sidecar = store.sidecar(&name).await?;
     let manifest = &sidecar.manifest;
-    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
-        return Err(Error::archive(
-            &name,
-            format!(
-                "format version {} is not supported by this eternia-backup; upgrade it",
-                manifest.format_version
-            ),
-        ));
-    }
-    if !manifest.more_databases.is_empty() && manifest.format_version < 3 {
-        return Err(Error::archive(
-            &name,
-            "the manifest lists several databases but claims a format of one",
-        ));
-    }
-    if manifest.name != name || sidecar.archive.file != name {
-        return Err(Error::archive(
-            &name,
-            "the sidecar manifest belongs to another archive",
-        ));
-    }
+    check_sidecar(&sidecar, &name)?;
 
     let expected = sidecar.archive.clone();
     let check_whole = {
@@ -108,8 +100,12 @@ pub async fn check<V: Visit>(
         }
     };
 
+    let input = match opened {
+        Some(r) => r,
+        None => store.open(&name).await?,
+    };
     if backup.encrypted && identity_file.is_none() {
-        let whole = store.open(&name).await?;
+        let whole = input;
         let n = name.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut r = HashingReader::new(whole);
@@ -132,7 +128,6 @@ pub async fn check<V: Visit>(
             visitor,
         ));
     }
-    let input = store.open(&name).await?;
     let (compression, encrypted, size) =
         (backup.compression, backup.encrypted, sidecar.archive.size);
     let manifest = manifest.clone();
@@ -170,6 +165,33 @@ pub async fn check<V: Visit>(
         },
         visitor,
     ))
+}
+
+/// The sidecar is of a format this version reads, and of this archive.
+pub fn check_sidecar(sidecar: &crate::archive::manifest::Sidecar, name: &str) -> Result<()> {
+    let manifest = &sidecar.manifest;
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
+        return Err(Error::archive(
+            name,
+            format!(
+                "format version {} is not supported by this eternia-backup; upgrade it",
+                manifest.format_version
+            ),
+        ));
+    }
+    if !manifest.more_databases.is_empty() && manifest.format_version < 3 {
+        return Err(Error::archive(
+            name,
+            "the manifest lists several databases but claims a format of one",
+        ));
+    }
+    if manifest.name != name || sidecar.archive.file != name {
+        return Err(Error::archive(
+            name,
+            "the sidecar manifest belongs to another archive",
+        ));
+    }
+    Ok(())
 }
 
 /// Every entry against the manifest, each passed to the visitor on the way.

@@ -95,6 +95,7 @@ mod tests {
             kubernetes: None,
             entries: Vec::new(),
             safety: false,
+            objects_only: false,
         }
     }
 

@@ -26,8 +26,7 @@ use tracing::{info, instrument, warn};
 use super::dump_offsets::{BLK_BLOBS, BLK_DATA, MAX_TOC, Stop, Toc, decode_int, parse_toc};
 use super::restore::{RestoreOptions, command, finish, spawn};
 use super::target::PgTarget;
-use crate::archive::manifest::{DatabaseInfo, Manifest};
-use crate::archive::reader::walk;
+use crate::archive::manifest::DatabaseInfo;
 use crate::error::{Error, Result};
 
 /// Rows (or large-object bytes) sent to a connection at a time.
@@ -35,74 +34,61 @@ const BATCH: usize = 1 << 20;
 const SECTION_NONE: i64 = 1;
 const SECTION_DATA: i64 = 3;
 
-/// Walks the decoded archive (checking every checksum on the way) and loads the dump of `db` into
-/// `target` with `opts.jobs` connections. Runs on a blocking thread; `rt` runs the connections.
-#[instrument(skip_all, fields(database = %target, archived = %db.name, jobs = opts.jobs))]
-pub fn load<R: Read>(
-    archive_name: &str,
-    decoded: R,
-    manifest: &Manifest,
-    db: &DatabaseInfo,
-    target: &PgTarget,
-    opts: &RestoreOptions,
-    rt: &tokio::runtime::Handle,
-) -> Result<()> {
-    let mut feeder = Feeder {
-        state: State::Head(Vec::new()),
-        target,
-        opts,
-        rt,
-        failed: Arc::new(Mutex::new(None)),
-    };
-    let mut buf = vec![0u8; 256 << 10];
-    let walked = walk(archive_name, decoded, manifest, |path, r| {
-        if db.chunk_number(path).is_none() {
+/// Loads the dump of `db` into `target` with `opts.jobs` connections, fed the archive's entries as
+/// verification reads them (see [`crate::commands::verify::Visit`]): every checksum is checked on the
+/// way, and a mismatch stops the load. [`StreamLoad::finish`] ends it once the archive checked out.
+pub struct StreamLoad {
+    db: DatabaseInfo,
+    target: PgTarget,
+    opts: RestoreOptions,
+    rt: tokio::runtime::Handle,
+    state: State,
+    /// The first error of any connection (or of the feeding itself).
+    failed: Arc<Mutex<Option<Error>>>,
+    buf: Vec<u8>,
+}
+
+impl crate::commands::verify::Visit for StreamLoad {
+    fn entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<()> {
+        if self.db.chunk_number(path).is_none() {
             return Ok(());
         }
         loop {
-            let n = r.read(&mut buf)?;
+            let n = r.read(&mut self.buf)?;
             if n == 0 {
                 return Ok(());
             }
-            if let Err(e) = feeder.feed(&buf[..n]) {
+            let data = std::mem::take(&mut self.buf);
+            let fed = self.feed(&data[..n]);
+            self.buf = data;
+            if let Err(e) = fed {
                 let msg = e.to_string();
-                feeder.fail(e);
+                self.fail(e);
                 return Err(io::Error::other(msg));
             }
         }
-    });
-    // The loader's own failure explains the walk stopping: it comes first.
-    let failed = feeder.failed.lock().expect("failed lock").take();
-    if let Some(e) = failed {
-        feeder.abandon();
-        return Err(e);
     }
-    if let Err(e) = walked {
-        feeder.abandon();
-        return Err(e);
+}
+
+impl StreamLoad {
+    /// `failed` receives the loader's own error, which explains a verification that stopped early.
+    pub fn new(
+        db: &DatabaseInfo,
+        target: &PgTarget,
+        opts: &RestoreOptions,
+        failed: Arc<Mutex<Option<Error>>>,
+    ) -> StreamLoad {
+        StreamLoad {
+            db: db.clone(),
+            target: target.clone(),
+            opts: opts.clone(),
+            rt: tokio::runtime::Handle::current(),
+            state: State::Head(Vec::new()),
+            failed,
+            buf: vec![0u8; 256 << 10],
+        }
     }
-    feeder.finish()
-}
 
-enum State {
-    /// The header and table of contents so far.
-    Head(Vec<u8>),
-    Parallel(Box<Parallel>),
-    /// Not recognised: everything goes to one `pg_restore` reading its standard input.
-    Piped(super::restore::Running),
-    Done,
-}
-
-struct Feeder<'a> {
-    state: State,
-    target: &'a PgTarget,
-    opts: &'a RestoreOptions,
-    rt: &'a tokio::runtime::Handle,
-    /// The first error of any connection (or of the feeding itself).
-    failed: Arc<Mutex<Option<Error>>>,
-}
-
-impl Feeder<'_> {
     fn fail(&self, e: Error) {
         self.failed.lock().expect("failed lock").get_or_insert(e);
     }
@@ -144,17 +130,17 @@ impl Feeder<'_> {
             entries = toc.entries.len(),
             "pre-data: the schema, from the dump's table of contents"
         );
-        let mut pre = command(self.target, self.opts);
+        let mut pre = command(&self.target, &self.opts);
         pre.arg("--section=pre-data")
             .arg(toc_file.path())
             .stdin(Stdio::null());
-        finish(spawn(&mut pre, self.opts)?)?;
+        finish(spawn(&mut pre, &self.opts)?)?;
         let mut parallel = Box::new(Parallel::start(
             toc,
             toc_file,
-            self.target,
-            self.opts,
-            self.rt,
+            &self.target,
+            &self.opts,
+            &self.rt,
             &self.failed,
         ));
         parallel.feed(&head[data_start..], &self.failed)?;
@@ -169,22 +155,17 @@ impl Feeder<'_> {
         };
         warn!(%why, "the streamed parallel load does not know this dump: it goes to one pg_restore instead");
         let mut child = spawn(
-            command(self.target, self.opts).stdin(Stdio::piped()),
-            self.opts,
+            command(&self.target, &self.opts).stdin(Stdio::piped()),
+            &self.opts,
         )?;
         write_to(&mut child, &head)?;
         self.state = State::Piped(child);
         Ok(())
     }
 
-    /// The walk failed: stop the connections (the caller drops or reports what they loaded).
-    fn abandon(&mut self) {
-        if let State::Parallel(p) = std::mem::replace(&mut self.state, State::Done) {
-            p.abandon(self.rt);
-        }
-    }
-
-    fn finish(mut self) -> Result<()> {
+    /// The archive checked out: the rest of the data, the sequence values, post-data.
+    #[instrument(skip_all, fields(database = %self.target, archived = %self.db.name, jobs = self.opts.jobs))]
+    pub fn finish(mut self) -> Result<()> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Head(_) => Err(Error::Restore {
                 step: "streamed load".into(),
@@ -195,10 +176,19 @@ impl Feeder<'_> {
                 drop(child.0.stdin.take());
                 finish(child)
             }
-            State::Parallel(p) => p.finish(self.target, self.opts, self.rt, &self.failed),
+            State::Parallel(p) => p.finish(&self.target, &self.opts, &self.rt, &self.failed),
             State::Done => Ok(()),
         }
     }
+}
+
+enum State {
+    /// The header and table of contents so far.
+    Head(Vec<u8>),
+    Parallel(Box<Parallel>),
+    /// Not recognised: everything goes to one `pg_restore` reading its standard input.
+    Piped(super::restore::Running),
+    Done,
 }
 
 fn write_to(child: &mut super::restore::Running, data: &[u8]) -> Result<()> {
@@ -262,7 +252,9 @@ enum Work {
     },
 }
 
-/// The data blocks being read and sent to the connections.
+/// The data blocks being read and sent to the connections. Dropped before [`Parallel::finish`] (the
+/// archive failed verification, a connection failed), it stops the connections: a `COPY` cut off is
+/// rolled back by the server.
 struct Parallel {
     toc: Toc,
     toc_file: TocFile,
@@ -435,14 +427,6 @@ impl Parallel {
         )
     }
 
-    fn abandon(mut self, rt: &tokio::runtime::Handle) {
-        drop(self.tx.take());
-        for w in self.workers.drain(..) {
-            w.abort();
-            let _ = rt.block_on(w);
-        }
-    }
-
     /// The data sent, every connection done: the sequence values, then post-data.
     fn finish(
         mut self,
@@ -485,6 +469,14 @@ impl Parallel {
             .arg(self.toc_file.path())
             .stdin(Stdio::null());
         finish(spawn(&mut post, opts)?)
+    }
+}
+
+impl Drop for Parallel {
+    fn drop(&mut self) {
+        for w in self.workers.drain(..) {
+            w.abort();
+        }
     }
 }
 

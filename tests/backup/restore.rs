@@ -59,9 +59,14 @@ fn swap_mode_restores_into_a_scratch_database_and_keeps_the_old_one() {
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("previous database kept as "))
+        .and_then(|rest| rest.split(" (to undo: ").next())
         .expect("old database named")
         .to_owned();
     assert_eq!(psql(&kept, "SELECT count(*) FROM customers"), "10");
+    r.says(&format!(
+        "(to undo: ALTER DATABASE \"{0}\" RENAME TO \"{0}_restored\"; ALTER DATABASE \"{kept}\" RENAME TO \"{0}\"",
+        db.name
+    ));
     psql(
         "postgres",
         &format!("DROP DATABASE \"{kept}\" WITH (FORCE)"),
@@ -624,6 +629,7 @@ fn swap_mode_keeps_the_database_level_settings_privileges_and_comment() {
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("previous database kept as "))
+        .and_then(|rest| rest.split(" (to undo: ").next())
         .unwrap()
         .to_owned();
     psql(
