@@ -20,4 +20,5 @@ mod s3;
 mod secrets_leak;
 mod several_databases;
 mod status;
+mod stream_load;
 mod webhook;

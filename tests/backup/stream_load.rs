@@ -1,0 +1,235 @@
+//! The streamed parallel load (`--jobs` above 1): the same database as one `pg_restore` of the same dump,
+//! for the shapes that matter (partitions, large objects, generated columns, a table with no columns,
+//! quoted and non-ASCII names, foreign keys across tables loaded at once, a table split over several
+//! connections); a checksum mismatch found while loading leaves the live database untouched; a
+//! connection dropped in the middle of a COPY names the table.
+
+use std::process::{Command, Stdio};
+
+use crate::backup_cli::wait_for;
+use crate::helpers::*;
+
+/// Every shape the loader must get right, with enough rows that the big table spans many batches.
+fn awkward_database() -> TestDb {
+    let db = TestDb::create();
+    db.sql(
+        r#"CREATE TABLE parent (id int PRIMARY KEY, name text);
+           INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 2000) g;
+           CREATE TABLE child (id bigserial PRIMARY KEY, parent_id int REFERENCES parent, body text);
+           INSERT INTO child (parent_id, body) SELECT 1 + g % 2000, repeat(md5(g::text), 6) FROM generate_series(1, 40000) g;
+           SELECT setval('child_id_seq', 123456);
+           CREATE TABLE measures (id int, region text, v numeric) PARTITION BY LIST (region);
+           CREATE TABLE measures_eu PARTITION OF measures FOR VALUES IN ('eu');
+           CREATE TABLE measures_us PARTITION OF measures FOR VALUES IN ('us');
+           INSERT INTO measures SELECT g, CASE WHEN g % 3 = 0 THEN 'eu' ELSE 'us' END, g / 7.0 FROM generate_series(1, 3000) g;
+           CREATE TABLE generated (a int, doubled int GENERATED ALWAYS AS (a * 2) STORED);
+           INSERT INTO generated (a) SELECT generate_series(1, 100);
+           CREATE TABLE no_columns ();
+           INSERT INTO no_columns DEFAULT VALUES; INSERT INTO no_columns DEFAULT VALUES; INSERT INTO no_columns DEFAULT VALUES;
+           CREATE SCHEMA "Ünïcode schema";
+           CREATE TABLE "Ünïcode schema"."Tabelle ""quoted""" (id int, "naïve col" text, "tab	and
+newline" text);
+           INSERT INTO "Ünïcode schema"."Tabelle ""quoted""" VALUES (1, 'café', E'a\tb\nc\\d'), (2, NULL, '');
+           CREATE INDEX ON child (parent_id);
+           CREATE VIEW parent_names AS SELECT name FROM parent;
+           SELECT lo_from_bytea(0, convert_to(repeat('large object ', 300000), 'UTF8'));
+           SELECT lo_from_bytea(0, '\x00ff00'::bytea);"#,
+    );
+    db
+}
+
+/// `pg_dump --schema-only` without the lines that differ between two runs.
+fn schema(db: &str) -> String {
+    let out = Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--schema-only", db])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Per table, an order-independent checksum of its rows; the large objects' contents; the sequences.
+fn contents(db: &str) -> Vec<String> {
+    let tables = psql(
+        db,
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+    );
+    let mut out: Vec<String> = tables
+        .lines()
+        .map(|t| {
+            let sum = psql(
+                db,
+                &format!(
+                    "SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, chr(10) ORDER BY x::text), '')) FROM {t} x"
+                ),
+            );
+            format!("{t}: {sum}")
+        })
+        .collect();
+    out.push(psql(
+        db,
+        "SELECT string_agg(md5(lo_get(oid)), ',' ORDER BY md5(lo_get(oid))) FROM pg_largeobject_metadata",
+    ));
+    out.push(psql(db, "SELECT last_value FROM child_id_seq"));
+    out
+}
+
+fn restore_into(db: &TestDb, dir: &std::path::Path, into: &str, jobs: &str) -> Run {
+    run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir)
+        .args(["restore", "--no-kubernetes", "latest", "--no-safety-backup"])
+        .args(["--mode", "swap", "--target-database", into, "--jobs", jobs]))
+}
+
+struct Dropped(Vec<String>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
+                .output();
+        }
+    }
+}
+
+#[test]
+fn the_streamed_parallel_load_gives_the_database_one_pg_restore_gives() {
+    let db = awkward_database();
+    let dir = tempdir();
+    run(backup_cmd(&db, dir.path()).env("BACKUP_CHUNK_SIZE", "64KiB")).ok();
+    let (parallel, single) = (format!("{}_par", db.name), format!("{}_one", db.name));
+    let _cleanup = Dropped(vec![parallel.clone(), single.clone()]);
+
+    restore_into(&db, dir.path(), &parallel, "3")
+        .ok()
+        .says("data: streamed into 3 connections");
+    restore_into(&db, dir.path(), &single, "1").ok();
+
+    assert_eq!(schema(&parallel), schema(&single), "the same schema");
+    let (got, want) = (contents(&parallel), contents(&single));
+    assert_eq!(
+        got, want,
+        "the same rows, large objects and sequence values"
+    );
+    assert_eq!(got, contents(&db.name), "and what was backed up");
+    assert!(
+        got.iter().any(|l| l.starts_with("public.no_columns: 3 ")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_checksum_mismatch_found_while_loading_leaves_the_live_database_untouched() {
+    let db = TestDb::with_sample_data();
+    db.add_random_mib(2);
+    let dir = tempdir();
+    run(backup_cmd(&db, dir.path()).env("BACKUP_CHUNK_SIZE", "64KiB")).ok();
+    db.sql("DELETE FROM customers WHERE id > 10");
+    // A byte near the end of the archive: the schema and most rows are loaded when it is found.
+    let name = archives(dir.path()).pop().unwrap();
+    let path = dir.path().join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() * 9 / 10;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+
+    let r = run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args([
+            "restore",
+            "--no-kubernetes",
+            "latest",
+            "--mode",
+            "swap",
+            "--jobs",
+            "2",
+        ]))
+    .failed(1);
+
+    r.says("the live database").says("was not touched");
+    assert!(
+        r.stderr.contains("data: streamed into 2 connections"),
+        "loading had begun: {}",
+        r.stderr
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "10",
+        "the live database is as it was"
+    );
+    let left = psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '{}_restore_%'",
+            db.name
+        ),
+    );
+    assert_eq!(left, "0", "the scratch database is dropped");
+}
+
+#[test]
+fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
+    let db = TestDb::create();
+    // Each row passes a domain check that waits while the gate file is missing (the server polls it):
+    // the COPY stops there, inside the table, for as long as the test wants.
+    let gate = tempdir();
+    let open = gate.path().join("open");
+    std::fs::write(&open, b"1").unwrap();
+    db.sql(&format!(
+        "CREATE FUNCTION public.gate(v int) RETURNS boolean LANGUAGE plpgsql AS
+           $$ BEGIN
+                WHILE (pg_catalog.pg_stat_file('{}', true)).size IS NULL LOOP PERFORM pg_catalog.pg_sleep(0.05); END LOOP;
+                RETURN true;
+              END $$;
+         CREATE DOMAIN public.gated AS int CHECK (public.gate(VALUE));
+         CREATE TABLE public.held_back (v public.gated);
+         INSERT INTO public.held_back SELECT generate_series(1, 5);",
+        open.display()
+    ));
+    let dir = tempdir();
+    run(&mut backup_cmd(&db, dir.path())).ok();
+    std::fs::remove_file(&open).unwrap();
+    let into = format!("{}_cut", db.name);
+    let _cleanup = Dropped(vec![into.clone()]);
+
+    let restore = bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["restore", "--no-kubernetes", "latest", "--no-safety-backup"])
+        .args(["--mode", "swap", "--target-database", &into, "--jobs", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The COPY waits at the gate: then its connection is cut.
+    let waiting = || {
+        psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'COPY %held_back%'",
+        )
+    };
+    wait_for(|| !waiting().is_empty());
+    psql(
+        "postgres",
+        &format!("SELECT pg_terminate_backend({})", waiting()),
+    );
+    let out = restore.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("load table public.held_back"),
+        "the table is named: {stderr}"
+    );
+    assert!(stderr.contains("was not touched"), "{stderr}");
+}
