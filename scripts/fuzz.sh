@@ -11,7 +11,7 @@ CACHE=${ETERNIA_CACHE:-$HOME/.cache/eternia-backup}
 SECONDS_PER_TARGET=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(archive_walk webhook_auth config_parse dump_offsets)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(archive_walk webhook_auth config_parse dump_stream)
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.cargo-fuzz.lock"
 flock 9

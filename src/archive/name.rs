@@ -39,28 +39,16 @@ impl Compression {
 pub const SIDECAR_SUFFIX: &str = ".manifest.json";
 pub const PARTIAL_SUFFIX: &str = ".partial";
 
-/// The dump files a `--jobs` restore writes on the backup volume (`.eternia-restore-<pid>.dump`, then
-/// `.eternia-restore-<pid>-<n>.dump` for the further databases of an archive of several).
+/// The dump files older versions' `--jobs` restores wrote on the backup volume
+/// (`.eternia-restore-<pid>.dump`): one a killed restore left behind is removed by `prune`.
 const SCRATCH_DUMP_PREFIX: &str = ".eternia-restore-";
 const SCRATCH_DUMP_SUFFIX: &str = ".dump";
-
-pub fn scratch_dump_name(pid: u32, n: usize) -> String {
-    match n {
-        0 => format!("{SCRATCH_DUMP_PREFIX}{pid}{SCRATCH_DUMP_SUFFIX}"),
-        n => format!("{SCRATCH_DUMP_PREFIX}{pid}-{n}{SCRATCH_DUMP_SUFFIX}"),
-    }
-}
 
 /// True for a scratch dump's name, e.g. one a killed restore left behind.
 pub fn is_scratch_dump_name(file: &str) -> bool {
     file.strip_prefix(SCRATCH_DUMP_PREFIX)
         .and_then(|rest| rest.strip_suffix(SCRATCH_DUMP_SUFFIX))
-        .is_some_and(|id| {
-            let (pid, n) = id.split_once('-').unwrap_or((id, "0"));
-            [pid, n]
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        })
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 const STAMP: &str = "%Y%m%d-%H%M%S";

@@ -103,10 +103,7 @@ pub fn restore(s: &RestoreSummary) -> String {
                 s.mode.map_or("clean", |m| m.as_str()),
                 d.dump_bytes.div_ceil(1 << 20),
                 if s.jobs > 1 {
-                    format!(
-                        "pg_restore -j{} from the dump written to the backup volume",
-                        s.jobs
-                    )
+                    format!("streamed into {} connections as it is verified", s.jobs)
                 } else {
                     "the dump streamed into pg_restore".to_owned()
                 }

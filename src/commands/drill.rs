@@ -91,7 +91,7 @@ pub async fn run(cfg: &DrillConfig, stores: &StoreSet) -> Result<DrillReport> {
     let t0 = Instant::now();
     let (store, backup) = stores.resolve(&cfg.which).await?;
     let name = backup.name.clone();
-    let Verified { manifest, .. } = verified(store, &backup, identity, &[]).await?;
+    let Verified { manifest, .. } = verified(store, &backup, identity).await?;
     let planned = which_databases::plan(&name, &manifest, &cfg.databases, &cfg.target)?;
     let verify_time = t0.elapsed();
     let t1 = Instant::now();

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -26,7 +26,6 @@ use crate::kube::lease::{LeaseConfig, LeaseGuard};
 use crate::kube::quiesce;
 use crate::postgres::PgTarget;
 use crate::postgres::database_state::DatabaseState;
-use crate::postgres::dump_offsets::DumpWriter;
 use crate::postgres::globals::{self, Globals, Role, RolesReport};
 use crate::postgres::restore::{self as pg, Counting, Ownership, RestoreOptions, RowCheck};
 use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
@@ -146,21 +145,19 @@ pub struct DatabaseRestored {
     pub row_check: RowCheck,
 }
 
-/// What a restore keeps while it verifies: the archived objects, and (for `pg_restore -j`) the dump
-/// chunks written to a file, only used once every checksum matched.
+/// What a restore keeps while it verifies: the archived objects and each database's globals.
 struct Keep {
     objects: Vec<Vec<u8>>,
     /// Each database's globals entry (path → database name), and what was read of them.
     globals_entries: BTreeMap<String, String>,
     globals: BTreeMap<String, Vec<u8>>,
-    dumps: Vec<(DatabaseInfo, DumpWriter, PathBuf)>,
     /// Stop at the first dump chunk of this archive's (only) database: see [`head`].
     stop_at: Option<DatabaseInfo>,
     stopped: bool,
 }
 
 impl Keep {
-    fn new(manifest: &Manifest, dumps: Vec<(DatabaseInfo, DumpWriter, PathBuf)>) -> Keep {
+    fn new(manifest: &Manifest) -> Keep {
         Keep {
             objects: Vec::new(),
             globals_entries: manifest
@@ -168,7 +165,6 @@ impl Keep {
                 .map(|d| (d.globals_entry(), d.name.clone()))
                 .collect(),
             globals: BTreeMap::new(),
-            dumps,
             stop_at: None,
             stopped: false,
         }
@@ -206,21 +202,9 @@ impl Visit for Keep {
             let mut v = Vec::new();
             r.read_to_end(&mut v)?;
             self.globals.insert(db.clone(), v);
-        } else if let Some((_, w, _)) = self
-            .dumps
-            .iter_mut()
-            .find(|(db, _, _)| db.chunk_number(path).is_some())
-        {
-            w.copy_from(r)?;
         }
         Ok(())
     }
-}
-
-/// A database's dump to write to a file during verification (for `pg_restore -j`).
-pub struct Extract<'a> {
-    pub db: &'a DatabaseInfo,
-    pub to: &'a Path,
 }
 
 /// A verified backup, ready to restore.
@@ -232,23 +216,15 @@ pub struct Verified {
     pub globals: BTreeMap<String, Globals>,
 }
 
-/// Verifies the backup (refusing an encrypted one without its key), keeping the objects and writing
-/// the dumps of `extract` to their files on the way (one read of the archive, not two).
+/// Verifies the backup (refusing an encrypted one without its key), keeping the objects and globals.
 pub async fn verified(
     store: &dyn BackupStore,
     backup: &StoredBackup,
     identity: &Option<PathBuf>,
-    extract: &[Extract<'_>],
 ) -> Result<Verified> {
     let name = &backup.name;
     let sidecar = store.sidecar(name).await?;
-    let mut dumps = Vec::new();
-    for e in extract {
-        let w =
-            DumpWriter::create(e.to, e.db.dump_bytes).map_err(|err| dump_write_error(e.to, err))?;
-        dumps.push((e.db.clone(), w, e.to.to_owned()));
-    }
-    let keep = Keep::new(&sidecar.manifest, dumps);
+    let keep = Keep::new(&sidecar.manifest);
     let (report, mut keep) = verify::check(store, backup, identity.clone(), keep).await?;
     if !report.contents_checked {
         return Err(Error::Encryption(format!(
@@ -256,9 +232,6 @@ pub async fn verified(
         )));
     }
     let globals = keep.parsed_globals(name)?;
-    for (_, w, p) in keep.dumps {
-        w.finish().map_err(|e| dump_write_error(&p, e))?;
-    }
     Ok(Verified {
         manifest: sidecar.manifest,
         objects: keep.objects,
@@ -291,7 +264,7 @@ async fn head(
             manifest.encrypted,
             identity.as_deref(),
         )?;
-        let mut keep = Keep::new(&manifest, Vec::new());
+        let mut keep = Keep::new(&manifest);
         keep.stop_at = Some(manifest.database.clone());
         match walk(&n, decoded, &manifest, |p, r| keep.entry(p, r)) {
             Err(_) if keep.stopped => Ok(keep),
@@ -309,21 +282,6 @@ async fn head(
     })
 }
 
-fn dump_write_error(path: &Path, e: io::Error) -> Error {
-    let full = matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    );
-    let mut err = Error::storage("cannot write the dump for pg_restore -j", path, e);
-    if let (Error::Storage { hint, .. }, true) = (&mut err, full) {
-        *hint =
-            "the volume needs room for the whole dump with --jobs above 1; free some or restore \
-                 without --jobs (the dump is then streamed and needs no room)"
-                .into();
-    }
-    err
-}
-
 /// Restores the dump of `db` by reading the archive once more (checking every checksum again) into a
 /// streamed pg_restore.
 pub async fn restore_pass(
@@ -335,18 +293,14 @@ pub async fn restore_pass(
     opts: RestoreOptions,
     identity: Option<PathBuf>,
 ) -> Result<()> {
-    let input = DumpInput::Archive(store.open(name).await?);
+    let input = store.open(name).await?;
     load_dump(input, name, manifest, db, target, opts, identity).await
 }
 
-/// Where pg_restore reads the dump: the file written during verification, or the archive, opened.
-pub enum DumpInput {
-    File(PathBuf),
-    Archive(Box<dyn Read + Send>),
-}
-
+/// One streamed `pg_restore` of the dump of `db`, fed by a walk of the opened archive that checks every
+/// entry again.
 async fn load_dump(
-    input: DumpInput,
+    input: Box<dyn Read + Send>,
     name: &str,
     manifest: &Manifest,
     db: &DatabaseInfo,
@@ -354,15 +308,6 @@ async fn load_dump(
     opts: RestoreOptions,
     identity: Option<PathBuf>,
 ) -> Result<()> {
-    let input = match input {
-        DumpInput::File(file) => {
-            let target = target.clone();
-            return tokio::task::spawn_blocking(move || pg::pg_restore_file(&file, &target, &opts))
-                .await
-                .expect("restore task");
-        }
-        DumpInput::Archive(input) => input,
-    };
     let (manifest, db, target, name) = (
         manifest.clone(),
         db.clone(),
@@ -413,13 +358,11 @@ pub async fn run(
     result
 }
 
-/// One database this restore loads: where from, where to, whether it is there already, and (for
-/// `pg_restore -j`) the file its dump is written to during verification.
+/// One database this restore loads: where from, where to, whether it is there already.
 struct Into {
     db: DatabaseInfo,
     target: PgTarget,
     exists: bool,
-    dump_scratch: Option<pg::ScratchFile>,
 }
 
 async fn restore_locked(
@@ -438,15 +381,6 @@ async fn restore_locked(
     let (sidecar, into) = preflight(cfg, store, &name).await?;
     crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
     let jobs = jobs_for(cfg);
-    let extract: Vec<Extract> = into
-        .iter()
-        .filter_map(|d| {
-            d.dump_scratch.as_ref().map(|f| Extract {
-                db: &d.db,
-                to: f.path(),
-            })
-        })
-        .collect();
     // Swap mode loads a scratch database while it verifies (a mismatch drops it); clean mode, which
     // changes the live database, verifies every checksum first.
     let load_while_verifying = cfg.mode == Mode::Swap
@@ -460,7 +394,7 @@ async fn restore_locked(
     } = if load_while_verifying {
         head(store, &backup, &cfg.identity_file).await?
     } else {
-        verified(store, &backup, &cfg.identity_file, &extract).await?
+        verified(store, &backup, &cfg.identity_file).await?
     };
     if let (false, Some(d)) = (
         cfg.ownership.owner_map.is_empty(),
@@ -561,7 +495,6 @@ async fn restore_locked(
                         jobs,
                     },
                     identity: &cfg.identity_file,
-                    dump_file: d.dump_scratch.as_ref().map(|f| f.path()),
                     globals: globals.get(&d.db.name),
                 };
                 still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
@@ -845,12 +778,7 @@ async fn preflight(
     let mut into = Vec::new();
     for Planned { db, target } in planned {
         let exists = pg::database_exists(&mut conn, &cfg.target, &target.dbname).await?;
-        into.push(Into {
-            db,
-            target,
-            exists,
-            dump_scratch: None,
-        });
+        into.push(Into { db, target, exists });
     }
     info!(
         backed_up_server = %db.server_version,
@@ -920,7 +848,6 @@ struct Load<'a> {
     db: &'a DatabaseInfo,
     opts: RestoreOptions,
     identity: &'a Option<PathBuf>,
-    dump_file: Option<&'a Path>,
     globals: Option<&'a Globals>,
 }
 
@@ -931,13 +858,10 @@ struct Loaded {
 }
 
 impl Load<'_> {
-    /// Opens what pg_restore reads (the archive, from the bucket perhaps): before anything is changed, so
-    /// that a store that cannot be read fails the restore while the database is still whole.
-    async fn open(&self) -> Result<DumpInput> {
-        Ok(match self.dump_file {
-            Some(file) => DumpInput::File(file.to_owned()),
-            None => DumpInput::Archive(self.store.open(self.name).await?),
-        })
+    /// Opens the archive (from the bucket perhaps): before anything is changed, so that a store that
+    /// cannot be read fails the restore while the database is still whole.
+    async fn open(&self) -> Result<Box<dyn Read + Send>> {
+        self.store.open(self.name).await
     }
 
     /// Loads the dump into `into` and checks the row counts against the manifest.
@@ -946,23 +870,20 @@ impl Load<'_> {
         self.load_opened(input, into).await
     }
 
-    async fn load_opened(&self, input: DumpInput, into: &PgTarget) -> Result<Loaded> {
-        match input {
-            DumpInput::Archive(archive) if self.opts.jobs > 1 => {
-                self.stream_load(archive, into).await?
-            }
-            input => {
-                load_dump(
-                    input,
-                    self.name,
-                    self.manifest,
-                    self.db,
-                    into,
-                    self.opts.clone(),
-                    self.identity.clone(),
-                )
-                .await?
-            }
+    async fn load_opened(&self, input: Box<dyn Read + Send>, into: &PgTarget) -> Result<Loaded> {
+        if self.opts.jobs > 1 {
+            self.stream_load(input, into).await?
+        } else {
+            load_dump(
+                input,
+                self.name,
+                self.manifest,
+                self.db,
+                into,
+                self.opts.clone(),
+                self.identity.clone(),
+            )
+            .await?
         }
         let owners_mapped = self.map_owners(into).await?;
         Ok(Loaded {

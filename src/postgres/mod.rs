@@ -1,11 +1,11 @@
 //! PostgreSQL: which server (`target`), a consistent snapshot with row counts (`snapshot`), the streamed
-//! `pg_dump` (`dump`) and the offsets that make its output restorable in parallel (`dump_offsets`), and
-//! the restore side: `pg_restore` streamed or from a file, database create/rename/empty, row-count
-//! checks (`restore`).
+//! `pg_dump` (`dump`), and the restore side: the dump's table of contents (`dump_toc`), the streamed
+//! parallel load (`stream_load`), one streamed `pg_restore`, database create/rename/empty and
+//! row-count checks (`restore`).
 
 pub mod database_state;
 pub mod dump;
-pub mod dump_offsets;
+pub mod dump_toc;
 pub mod globals;
 pub mod restore;
 pub mod scram;

@@ -15,7 +15,6 @@ use super::database_state::DatabaseState;
 use super::snapshot::{USER_TABLES, connect, count_table, quote_ident};
 use super::target::PgTarget;
 use crate::archive::manifest::{DatabaseInfo, Manifest, TableCount};
-use crate::archive::name::scratch_dump_name;
 use crate::archive::reader::walk;
 use crate::error::{Error, Result};
 
@@ -23,7 +22,8 @@ use crate::error::{Error, Result};
 pub struct RestoreOptions {
     pub pg_restore: PathBuf,
     pub ownership: Ownership,
-    /// `pg_restore -j` (only for a dump file, see [`pg_restore_file`]).
+    /// Connections the streamed load uses (see [`super::stream_load`]), and `pg_restore -j` of its
+    /// post-data; 1: one streamed `pg_restore`.
     pub jobs: u32,
 }
 
@@ -87,20 +87,6 @@ pub fn pg_restore_from<R: Read>(
     fed
 }
 
-/// `pg_restore -j` from a dump file extracted from a verified archive.
-#[instrument(skip_all, fields(database = %target, jobs = opts.jobs))]
-pub fn pg_restore_file(
-    file: &std::path::Path,
-    target: &PgTarget,
-    opts: &RestoreOptions,
-) -> Result<()> {
-    let mut cmd = command(target, opts);
-    cmd.arg(format!("--jobs={}", opts.jobs.max(1)))
-        .arg(file)
-        .stdin(Stdio::null());
-    finish(spawn(&mut cmd, opts)?)
-}
-
 /// Writes the dump chunks of `db`, in order, to `out` (checking every entry of the archive on the way).
 pub fn write_dump<R: Read>(
     archive_name: &str,
@@ -117,26 +103,6 @@ pub fn write_dump<R: Read>(
         Ok(())
     })?;
     Ok(fed)
-}
-
-/// A dump file on the backup volume for `pg_restore -j`, removed when dropped.
-pub struct ScratchFile(PathBuf);
-
-impl ScratchFile {
-    /// The `n`th (from 0) dump file of this process: one per database a restore loads.
-    pub fn new(dir: &std::path::Path, n: usize) -> ScratchFile {
-        ScratchFile(dir.join(scratch_dump_name(std::process::id(), n)))
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 pub(super) struct Running(

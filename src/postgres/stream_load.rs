@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::Connection;
 use tracing::{info, instrument, warn};
 
-use super::dump_offsets::{BLK_BLOBS, BLK_DATA, MAX_TOC, Stop, Toc, decode_int, parse_toc};
+use super::dump_toc::{BLK_BLOBS, BLK_DATA, MAX_TOC, Stop, Toc, decode_int, parse_toc};
 use super::restore::{RestoreOptions, command, finish, spawn};
 use super::target::PgTarget;
 use crate::archive::manifest::DatabaseInfo;
@@ -721,6 +721,41 @@ impl Blocks {
         }
         Ok(())
     }
+}
+
+/// For the fuzzer: `dump` as the loader reads it (its table of contents, then its data blocks), fed in
+/// pieces of `piece` bytes. Returns how many events the blocks gave, or the first error; never panics
+/// (the loader reads these bytes before their entry's checksum is known).
+#[doc(hidden)]
+pub fn scan(dump: &[u8], piece: usize) -> Result<usize> {
+    let toc = match parse_toc(dump) {
+        Ok(toc) => toc,
+        Err(Stop::NeedMore) => return Ok(0),
+        Err(Stop::Unsupported(why)) => {
+            return Err(Error::Restore {
+                step: "streamed load".into(),
+                problem: why,
+                hint: String::new(),
+            });
+        }
+    };
+    let _ = (unsupported_data(&toc), other_data_entries(&toc));
+    let mut blocks = Blocks::new(toc.int_size);
+    let mut events = 0;
+    for part in dump[toc.data_start as usize..].chunks(piece.max(1)) {
+        let mut out = Vec::new();
+        blocks.feed(part, &mut out)?;
+        for ev in &out {
+            if let Event::Rows { range, .. } | Event::BlobBytes { range } = ev {
+                assert!(
+                    range.end <= part.len(),
+                    "an event past the piece it came in"
+                );
+            }
+        }
+        events += out.len();
+    }
+    Ok(events)
 }
 
 #[cfg(test)]

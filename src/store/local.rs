@@ -42,23 +42,6 @@ impl LocalStore {
         self.dir.join(&file).exists() || self.dir.join(format!("{file}{PARTIAL_SUFFIX}")).exists()
     }
 
-    /// Bytes this process may still write to the volume (0 on a read-only mount, `None` when unknown).
-    pub fn free_bytes(&self) -> Option<u64> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
-        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-        // SAFETY: a NUL-terminated path and a buffer of the right type, read only when the call succeeds.
-        if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
-            return None;
-        }
-        // SAFETY: statvfs returned 0, so it filled the buffer.
-        let st = unsafe { st.assume_init() };
-        if st.f_flag & libc::ST_RDONLY != 0 {
-            return Some(0);
-        }
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
-    }
-
     /// Fails clearly when the directory is missing or not a directory.
     pub fn check_dir(&self) -> Result<()> {
         match fs::metadata(&self.dir) {

@@ -40,13 +40,6 @@ pub struct StoreSet {
     s3: Option<S3Store>,
 }
 
-/// The room on the backup volume for a scratch file (the dump a `--jobs` restore writes).
-pub struct ScratchSpace {
-    pub dir: PathBuf,
-    /// Bytes this process may still write there (`None`: unknown).
-    pub free: Option<u64>,
-}
-
 impl StoreSet {
     #[instrument(skip_all, fields(choice = ?cfg.choice))]
     pub async fn open(cfg: &StoreConfig) -> Result<StoreSet> {
@@ -144,14 +137,6 @@ impl StoreSet {
             .map(|s| s.location())
             .collect::<Vec<_>>()
             .join(", ")
-    }
-
-    /// Where a scratch file may go, and how much room there is: only on a backup volume.
-    pub fn scratch_space(&self) -> Option<ScratchSpace> {
-        self.local.as_ref().map(|l| ScratchSpace {
-            dir: l.dir().to_owned(),
-            free: l.free_bytes(),
-        })
     }
 
     /// Starts writing a backup: checks the off-site store first. With a backup volume, an unreachable

@@ -360,64 +360,6 @@ fn a_parallel_restore_streams_the_dump_into_several_connections_and_leaves_no_fi
     }
 }
 
-/// `pg_dump` through a pipe (as every backup runs it) and `pg_dump -f` (which can seek back and fill in
-/// the table of contents) of the same database; the piped dump, written out through `DumpFile`, must
-/// come out as `pg_dump -f` wrote it: only the creation time in the header may differ.
-#[test]
-fn the_dump_written_for_parallel_restore_gets_the_offsets_pg_dump_writes_into_a_file() {
-    use std::io::Write;
-    let db = TestDb::with_sample_data();
-    db.sql(
-        "SELECT lo_from_bytea(0, 'a large object'::bytea);
-         CREATE TABLE events (at date NOT NULL, what text) PARTITION BY RANGE (at);
-         CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
-         INSERT INTO events SELECT '2026-01-01'::date + g % 300, 'e' || g FROM generate_series(1, 5000) g;",
-    );
-    let dir = tempdir();
-    let (seekable, piped, written) = (
-        dir.path().join("seekable.dump"),
-        dir.path().join("piped.dump"),
-        dir.path().join("written.dump"),
-    );
-    let pg_dump = |extra: &str| {
-        let out = std::process::Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "pg_dump --format=custom --compress=0 -d '{}' {extra}",
-                    db.url()
-                ),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    pg_dump(&format!("-f '{}'", seekable.display()));
-    pg_dump(&format!("| cat > '{}'", piped.display()));
-
-    let mut out = eternia_backup::postgres::dump_offsets::DumpFile::create(&written, 0).unwrap();
-    for piece in std::fs::read(&piped).unwrap().chunks(8191) {
-        out.write_all(piece).unwrap();
-    }
-    out.finish().unwrap();
-
-    let header = 64;
-    let differing = |a: &std::path::Path, b: &std::path::Path| {
-        let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-        assert_eq!(a.len(), b.len());
-        (header..a.len()).filter(|&i| a[i] != b[i]).count()
-    };
-    assert!(
-        differing(&piped, &seekable) > 0,
-        "the piped dump has no offsets"
-    );
-    assert_eq!(differing(&written, &seekable), 0);
-}
-
 #[test]
 fn restore_help_offers_what_a_restore_uses_and_no_backup_only_flag() {
     let r = run(bin().args(["restore", "--help"])).ok();
