@@ -386,6 +386,7 @@ async fn restore_locked(
     let load_while_verifying = cfg.mode == Mode::Swap
         && jobs > 1
         && !cfg.dry_run
+        && !sidecar.manifest.objects_only
         && sidecar.manifest.more_databases.is_empty();
     let Verified {
         manifest,

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import yaml
 
-from conftest import PgRestoreGate, install, wait_until
+from conftest import PgRestoreGate, install, psql, wait_until
 from runner import JobRunner
 
 
@@ -239,3 +239,42 @@ def test_a_restore_whose_lease_is_taken_by_another_holder_stops_before_changing_
         "no object is applied once the Lease is gone"
     lease = cluster.get("lease", "eternia-backup-restore", release.namespace)
     assert lease["spec"]["holderIdentity"] == "other-restore", "the other holder's Lease is left alone"
+
+
+def test_a_swap_restore_keeps_the_replaced_database_and_backs_up_only_the_objects_which_restore_alone(
+        cluster, workdir, database):
+    release = install(cluster, workdir, database, values={"restore": {"mode": "swap"}})
+    ns = release.app_namespace
+    cluster.apply(app_objects(ns))
+    with JobRunner(cluster, [release.namespace], workdir) as runner:
+        backup_job(cluster, release, runner)
+        database.sql("DELETE FROM customers WHERE id > 10")
+        cluster.kubectl("patch", "configmap", "app-config", "-n", ns, "--type=merge", "-p",
+                        '{"data": {"mode": "broken"}}')
+
+        ran = restore_job(cluster, release, runner, "restore-swap")
+        assert ran.code == 0, ran.log
+        assert database.sql("SELECT count(*) FROM customers") == "300"
+        assert cluster.get("configmap", "app-config", ns)["data"]["mode"] == "production"
+        kept = [d for d in psql("postgres", "SELECT datname FROM pg_database").split()
+                if d.startswith(f"{database.name}_pre_restore_")]
+        assert len(kept) == 1, "the replaced database is the way back for the data"
+        assert psql(kept[0], "SELECT count(*) FROM customers") == "10"
+        # The safety backup holds the objects alone: no dump of the database it replaced.
+        safety = [p for p in release.backups.iterdir() if "-safety-" in p.name and p.name.endswith(".tar.gz")]
+        assert len(safety) == 1, list(release.backups.iterdir())
+        manifest = json.loads((release.backups / f"{safety[0].name}.manifest.json").read_text())["manifest"]
+        assert manifest["objects_only"] is True
+        assert all(e["path"].startswith("kubernetes/") for e in manifest["entries"]), manifest["entries"]
+        assert "safety backup of the ConfigMaps/Secrets" in ran.log
+
+        # Restoring it puts the objects back and touches no database.
+        job = json.loads(cluster.kubectl("create", "job", "--from=cronjob/database-restore", "undo-objects",
+                                         "-n", release.namespace, "--dry-run=client", "-o", "json"))
+        job["spec"]["template"]["spec"]["containers"][0]["args"][1] = safety[0].name
+        cluster.kubectl("create", "-f", "-", input=json.dumps(job))
+        undo = runner.wait_for_job(release.namespace, "undo-objects")
+    assert undo.code == 0, undo.log
+    assert cluster.get("configmap", "app-config", ns)["data"]["mode"] == "broken", "the objects as they were"
+    assert database.sql("SELECT count(*) FROM customers") == "300", "no database was touched"
+    psql("postgres", f'DROP DATABASE "{kept[0]}" WITH (FORCE)')
