@@ -116,9 +116,8 @@ pub struct RestoreArgs {
     pub identity_file: Option<PathBuf>,
     #[arg(long, env = "PG_RESTORE_BIN", default_value = "pg_restore")]
     pub pg_restore: PathBuf,
-    /// Parallel pg_restore jobs. Above 1 the dump is first written to the backup volume (it needs the
-    /// dump's size free there); 1 streams it straight from the archive. Default: 2 to 4 (the CPUs this
-    /// process may use) when the volume has room for the dump and a safety backup, else 1.
+    /// Connections the dump streams into as it is verified (nothing is written to the volume); 1: one
+    /// streamed pg_restore. Default: 2 to 4 (the CPUs this process may use).
     #[arg(long, env = "RESTORE_JOBS")]
     pub jobs: Option<u32>,
     #[command(

@@ -404,41 +404,31 @@ async fn write_archive(
                 databases: vec![DatabaseInfo::none(&cfg.target.dbname)],
             });
         };
+        // The first database's snapshot and globals were taken in the preflight; each further one's
+        // just before it is dumped.
+        let mut opened = Some((first, contents.globals.cloned()));
+        let targets = std::iter::once(cfg.target.clone())
+            .chain(contents.further.iter().map(|n| cfg.target.with_database(n)));
         let mut databases = Vec::new();
-        let (first_globals, version) = (contents.globals, contents.pg_dump_version);
-        let (info, w) = dump_database(
-            cfg,
-            writer,
-            first,
-            &cfg.target,
-            first_globals,
-            None,
-            &progress,
-        )
-        .await?;
-        writer = w;
-        databases.push(DatabaseInfo {
-            pg_dump_version: version.clone(),
-            ..info
-        });
-        for (i, name) in contents.further.iter().enumerate() {
-            let target = cfg.target.with_database(name);
-            let snapshot = Snapshot::open(&target).await?;
-            let globals = read_globals(&target).await;
-            let dir = further_database_dir(i + 1);
+        for (i, target) in targets.enumerate() {
+            let (snapshot, globals) = match opened.take() {
+                Some(first) => first,
+                None => (Snapshot::open(&target).await?, read_globals(&target).await),
+            };
+            let dir = (i > 0).then(|| further_database_dir(i));
             let (info, w) = dump_database(
                 cfg,
                 writer,
                 snapshot,
                 &target,
                 globals.as_ref(),
-                Some(dir),
+                dir,
                 &progress,
             )
             .await?;
             writer = w;
             databases.push(DatabaseInfo {
-                pg_dump_version: version.clone(),
+                pg_dump_version: contents.pg_dump_version.clone(),
                 ..info
             });
         }

@@ -87,8 +87,8 @@ pub struct RestoreConfig {
     pub identity_file: Option<PathBuf>,
     pub pg_restore: PathBuf,
     pub kubernetes: Option<KubeRestore>,
-    /// `pg_restore -j`; above 1 the dump is first written to the backup volume (needs its size free).
-    /// `None`: [`choose_jobs`] decides from the room on the volume.
+    /// Connections the dump streams into (see `postgres::stream_load`); 1: one streamed `pg_restore`.
+    /// `None`: [`default_jobs`].
     pub jobs: Option<u32>,
     /// Held for the whole restore (only with Kubernetes and not for a dry run).
     pub lease: Option<LeaseConfig>,
@@ -227,9 +227,7 @@ pub async fn verified(
     let keep = Keep::new(&sidecar.manifest);
     let (report, mut keep) = verify::check(store, backup, identity.clone(), keep).await?;
     if !report.contents_checked {
-        return Err(Error::Encryption(format!(
-            "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
-        )));
+        return Err(needs_identity(name));
     }
     let globals = keep.parsed_globals(name)?;
     Ok(Verified {
@@ -237,6 +235,12 @@ pub async fn verified(
         objects: keep.objects,
         globals,
     })
+}
+
+fn needs_identity(name: &str) -> Error {
+    Error::Encryption(format!(
+        "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
+    ))
 }
 
 /// The entries before the dump of an archive of one database (its objects and globals), each checked
@@ -251,9 +255,7 @@ async fn head(
     let sidecar = store.sidecar(name).await?;
     verify::check_sidecar(&sidecar, name)?;
     if backup.encrypted && identity.is_none() {
-        return Err(Error::Encryption(format!(
-            "{name} is encrypted: restore needs the private key; set AGE_IDENTITY_FILE or pass --identity-file"
-        )));
+        return Err(needs_identity(name));
     }
     let input = store.open(name).await?;
     let (manifest, identity, n) = (sidecar.manifest.clone(), identity.clone(), name.clone());

@@ -221,7 +221,18 @@ impl TocFile {
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let file = TocFile(crate::interrupt::scratch(path.clone()));
-        std::fs::write(&path, bytes)
+        // Mode 0600: the table of contents holds every definition of the database (function bodies,
+        // comments), and TMPDIR may be shared.
+        let written = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(bytes))
+        };
+        written
             .map_err(|e| Error::storage("cannot write the dump's table of contents", &path, e))?;
         Ok(file)
     }

@@ -24,17 +24,7 @@ fn a_backup_writes_one_archive_and_sidecar_that_tar_can_list_with_the_manifest_l
         r.stdout
     );
 
-    let listing = Command::new("tar")
-        .arg("tzf")
-        .arg(dir.path().join(name))
-        .output()
-        .unwrap();
-    assert!(listing.status.success());
-    let entries: Vec<String> = String::from_utf8(listing.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let entries = tar_entries(&dir.path().join(name));
     assert_eq!(
         entries
             .iter()

@@ -196,6 +196,44 @@ pub fn list_json(dir: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).expect("list prints JSON")
 }
 
+/// The entries of an archive as `tar tzf` lists them, in order.
+pub fn tar_entries(archive: &Path) -> Vec<String> {
+    let out = Command::new("tar")
+        .arg("tzf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `pg_dump --schema-only` of a database (a URL), without the lines that differ between any two runs.
+pub fn schema(url: &str) -> String {
+    let out = Command::new("pg_dump")
+        .args(["--schema-only", "--dbname", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A fake `pg_dump`: a shell script with `body`.
 pub fn fake_pg_dump(dir: &Path, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

@@ -85,25 +85,6 @@ fn url(pg: &PrivatePg, user: &str, password: &str, db: &str) -> String {
     format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", pg.port)
 }
 
-/// `pg_dump --schema-only` of a database, without the lines that differ between any two runs.
-fn schema(url: &str) -> String {
-    let out = Command::new("pg_dump")
-        .args(["--schema-only", "--dbname", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn restore_into(url: &str, dir: &Path) -> Command {
     let mut c = bin();
     c.env("DATABASE_URL", url).env("BACKUP_DIR", dir).args([

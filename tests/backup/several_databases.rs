@@ -54,20 +54,6 @@ fn sidecar(dir: &Path, name: &str) -> serde_json::Value {
         .unwrap()
 }
 
-fn entries(archive: &Path) -> Vec<String> {
-    let out = Command::new("tar")
-        .arg("tzf")
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn a_backup_of_two_databases_holds_one_dump_each_with_its_own_row_counts() {
     let two = Two::create();
@@ -87,7 +73,7 @@ fn a_backup_of_two_databases_holds_one_dump_each_with_its_own_row_counts() {
         serde_json::json!([{"schema": "reports", "table": "daily", "rows": 90}])
     );
     assert_eq!(m["database"]["tables"].as_array().unwrap().len(), 2);
-    let e = entries(&dir.path().join(name));
+    let e = tar_entries(&dir.path().join(name));
     for want in [
         "database/globals.json",
         "database/pgdump.000001",

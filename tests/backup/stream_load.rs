@@ -38,21 +38,6 @@ newline" text);
     db
 }
 
-/// `pg_dump --schema-only` without the lines that differ between two runs.
-fn schema(db: &str) -> String {
-    let out = Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "--schema-only", db])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Per table, an order-independent checksum of its rows; the large objects' contents; the sequences.
 fn contents(db: &str) -> Vec<String> {
     let tables = psql(
@@ -114,7 +99,12 @@ fn the_streamed_parallel_load_gives_the_database_one_pg_restore_gives() {
         .says("data: streamed into 3 connections");
     restore_into(&db, dir.path(), &single, "1").ok();
 
-    assert_eq!(schema(&parallel), schema(&single), "the same schema");
+    let url = |d: &str| format!("{PG}/{d}");
+    assert_eq!(
+        schema(&url(&parallel)),
+        schema(&url(&single)),
+        "the same schema"
+    );
     let (got, want) = (contents(&parallel), contents(&single));
     assert_eq!(
         got, want,
