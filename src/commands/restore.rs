@@ -14,7 +14,7 @@ use tracing::{info, instrument, warn};
 
 use crate::archive::codec::decoder_with_identity_file;
 use crate::archive::manifest::{DatabaseInfo, Manifest, Sidecar, TableCount};
-use crate::archive::reader::walk;
+use crate::archive::reader::{EntryCheck, walk};
 use crate::commands::backup::{self, BackupConfig};
 use crate::commands::hooks::{self, Hooks};
 use crate::commands::verify::{self, Visit};
@@ -499,6 +499,7 @@ async fn restore_locked(
                     },
                     identity: &cfg.identity_file,
                     globals: globals.get(&d.db.name),
+                    verified_before: !load_while_verifying,
                 };
                 still_ours(lease).await.map_err(|e| with_undo(e, &undo))?;
                 let db = &d.target.dbname;
@@ -852,6 +853,9 @@ struct Load<'a> {
     opts: RestoreOptions,
     identity: &'a Option<PathBuf>,
     globals: Option<&'a Globals>,
+    /// Every entry was checked by a first read (clean mode): loading reads the archive again, and its
+    /// whole-file checksum proves it the same bytes, so the entries' are not computed twice.
+    verified_before: bool,
 }
 
 /// A loaded database, checked.
@@ -895,8 +899,9 @@ impl Load<'_> {
         })
     }
 
-    /// The streamed parallel load (see [`crate::postgres::stream_load`]), fed by a full verification of
-    /// the archive: the whole-file digest and every entry's checksum; a mismatch stops it.
+    /// The streamed parallel load (see [`crate::postgres::stream_load`]), fed by a verification of the
+    /// archive: the whole-file digest and every entry's checksum (only their sizes when a first read
+    /// checked them: see [`Load::verified_before`]); a mismatch stops it.
     async fn stream_load(&self, archive: Box<dyn Read + Send>, into: &PgTarget) -> Result<()> {
         let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
         let loader = crate::postgres::stream_load::StreamLoad::new(
@@ -910,6 +915,11 @@ impl Load<'_> {
             self.backup,
             Some(archive),
             self.identity.clone(),
+            if self.verified_before {
+                EntryCheck::SizeOnly
+            } else {
+                EntryCheck::Checksum
+            },
             loader,
         )
         .await;

@@ -11,7 +11,7 @@ use crate::archive::codec::{
     HashingReader, decoder_with_identity_file, hash_alongside, read_ahead,
 };
 use crate::archive::manifest::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
-use crate::archive::reader::walk;
+use crate::archive::reader::{EntryCheck, walk_checking};
 use crate::error::{Error, Result};
 use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
 
@@ -59,16 +59,26 @@ pub async fn check<V: Visit>(
     identity_file: Option<PathBuf>,
     visitor: V,
 ) -> Result<(VerifyReport, V)> {
-    check_opened(store, backup, None, identity_file, visitor).await
+    check_opened(
+        store,
+        backup,
+        None,
+        identity_file,
+        EntryCheck::Checksum,
+        visitor,
+    )
+    .await
 }
 
 /// [`check`], reading the archive from `opened` when the caller opened it already (a restore opens it
-/// before it changes anything, so that a store that cannot be read fails while nothing is changed).
+/// before it changes anything, so that a store that cannot be read fails while nothing is changed), and
+/// checking each entry as `entries` says (the whole-file checksum always).
 pub async fn check_opened<V: Visit>(
     store: &dyn BackupStore,
     backup: &StoredBackup,
     opened: Option<Box<dyn Read + Send>>,
     identity_file: Option<PathBuf>,
+    entries: EntryCheck,
     mut visitor: V,
 ) -> Result<(VerifyReport, V)> {
     let name = backup.name.clone();
@@ -142,6 +152,7 @@ pub async fn check_opened<V: Visit>(
             compression,
             encrypted,
             identity_file,
+            entries,
             &mut visitor,
         )
         .map(|summary| (summary, visitor));
@@ -154,7 +165,14 @@ pub async fn check_opened<V: Visit>(
     })
     .await
     .expect("verify task")?;
-    info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "verified: every checksum matches");
+    match entries {
+        EntryCheck::Checksum => {
+            info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "verified: every checksum matches")
+        }
+        EntryCheck::SizeOnly => {
+            info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "read again: the whole-file checksum matches, the same bytes as verified")
+        }
+    }
     Ok((
         VerifyReport {
             name,
@@ -201,6 +219,7 @@ fn check_contents(
     compression: crate::archive::Compression,
     encrypted: bool,
     identity_file: Option<PathBuf>,
+    entries: EntryCheck,
     visitor: &mut impl Visit,
 ) -> Result<crate::archive::reader::WalkSummary> {
     // Decryption and decompression on a thread of their own, beside the checksums.
@@ -210,7 +229,7 @@ fn check_contents(
         encrypted,
         identity_file.as_deref(),
     )?);
-    walk(&manifest.name, decoded, manifest, |path, r| {
+    walk_checking(&manifest.name, decoded, manifest, entries, |path, r| {
         visitor.entry(path, r)
     })
 }

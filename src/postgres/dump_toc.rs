@@ -19,6 +19,26 @@ const fn version(major: u32, minor: u32, rev: u32) -> u32 {
     (major * 256 + minor) * 256 + rev
 }
 
+pub(crate) const SECTION_NONE: i64 = 1;
+pub(crate) const SECTION_PRE_DATA: i64 = 2;
+pub(crate) const SECTION_DATA: i64 = 3;
+pub(crate) const SECTION_POST_DATA: i64 = 4;
+
+/// Each entry's section as `pg_restore` counts them (`ProcessArchiveRestoreOptions`): one without a
+/// section of its own (a comment, an ACL) is in the section of the one before it, pre-data at first.
+pub(crate) fn sections(toc: &Toc) -> Vec<i64> {
+    let mut current = SECTION_PRE_DATA;
+    toc.entries
+        .iter()
+        .map(|e| {
+            if e.section != SECTION_NONE {
+                current = e.section;
+            }
+            current
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 pub(crate) struct Toc {
     pub(crate) int_size: usize,
@@ -43,6 +63,8 @@ pub(crate) struct TocEntry {
     pub(crate) has_data: bool,
     /// 1 none, 2 pre-data, 3 data, 4 post-data (`teSection`).
     pub(crate) section: i64,
+    /// The dump ids of the entries it depends on.
+    pub(crate) deps: Vec<i64>,
 }
 
 #[derive(Debug)]
@@ -186,7 +208,13 @@ pub(crate) fn parse_toc(b: &[u8]) -> Result<Toc, Stop> {
         }
         c.skip_str()?; // owner
         c.skip_str()?; // "false": WITH OIDS
-        while !c.skip_str()? {} // dependencies, ending with NULL
+        let mut deps = Vec::new();
+        while let Some(dep) = c.str()? {
+            // Dependencies, ending with NULL; pg_restore ignores one that is not a number.
+            if let Ok(id) = dep.trim().parse() {
+                deps.push(id);
+            }
+        }
         let flag = c.byte()?;
         if !(OFFSET_NOT_SET..=OFFSET_NO_DATA).contains(&flag) {
             return unsupported(format!("offset flag {flag} in entry {dump_id}"));
@@ -202,6 +230,7 @@ pub(crate) fn parse_toc(b: &[u8]) -> Result<Toc, Stop> {
             copy_stmt,
             has_data: flag != OFFSET_NO_DATA,
             section,
+            deps,
         });
     }
     Ok(Toc {

@@ -1,11 +1,12 @@
 //! PostgreSQL: which server (`target`), a consistent snapshot with row counts (`snapshot`), the streamed
 //! `pg_dump` (`dump`), and the restore side: the dump's table of contents (`dump_toc`), the streamed
-//! parallel load (`stream_load`), one streamed `pg_restore`, database create/rename/empty and
+//! parallel load (`stream_load`) with the indexes it builds while loading (`early_post_data`), one streamed `pg_restore`, database create/rename/empty and
 //! row-count checks (`restore`).
 
 pub mod database_state;
 pub mod dump;
 pub mod dump_toc;
+pub(crate) mod early_post_data;
 pub mod globals;
 pub mod restore;
 pub mod scram;

@@ -14,16 +14,20 @@
 //! Memory is a few 1 MiB batches per connection. A dump it does not recognise (another archive version,
 //! a data entry of another kind) is handed whole to one streamed `pg_restore` instead, which the log says.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sqlx::Connection;
 use tracing::{info, instrument, warn};
 
-use super::dump_toc::{BLK_BLOBS, BLK_DATA, MAX_TOC, Stop, Toc, decode_int, parse_toc};
+use super::dump_toc::{
+    BLK_BLOBS, BLK_DATA, MAX_TOC, SECTION_DATA, Stop, Toc, decode_int, parse_toc, sections,
+};
+use super::early_post_data::EarlyPostData;
 use super::restore::{RestoreOptions, command, finish, spawn};
 use super::target::PgTarget;
 use crate::archive::manifest::DatabaseInfo;
@@ -31,8 +35,6 @@ use crate::error::{Error, Result};
 
 /// Rows (or large-object bytes) sent to a connection at a time.
 const BATCH: usize = 1 << 20;
-const SECTION_NONE: i64 = 1;
-const SECTION_DATA: i64 = 3;
 
 /// Loads the dump of `db` into `target` with `opts.jobs` connections, fed the archive's entries as
 /// verification reads them (see [`crate::commands::verify::Visit`]): every checksum is checked on the
@@ -176,7 +178,7 @@ impl StreamLoad {
                 drop(child.0.stdin.take());
                 finish(child)
             }
-            State::Parallel(p) => p.finish(&self.target, &self.opts, &self.rt, &self.failed),
+            State::Parallel(p) => p.finish(&self.rt, &self.failed),
             State::Done => Ok(()),
         }
     }
@@ -240,21 +242,161 @@ impl TocFile {
     fn path(&self) -> &Path {
         self.0.path()
     }
+
+    /// A `pg_restore --use-list` file of `ids` beside it (removed when dropped, or on SIGTERM).
+    fn list(
+        &self,
+        suffix: &str,
+        ids: impl Iterator<Item = i64>,
+    ) -> Result<crate::interrupt::Scratch> {
+        let list = crate::interrupt::scratch(self.path().with_extension(format!("{suffix}.list")));
+        let lines: String = ids.map(|id| format!("{id};\n")).collect();
+        std::fs::write(list.path(), lines)
+            .map_err(|e| Error::storage("cannot write the restore list", list.path(), e))?;
+        Ok(list)
+    }
 }
 
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// A table's `COPY` statement and its name (for errors).
+/// A table's `COPY` statement, its name (for errors) and its data entry.
 #[derive(Debug)]
 struct CopyTarget {
     stmt: String,
     table: String,
+    dump_id: i64,
+}
+
+/// Batch buffers, back from the connections once sent: a fresh 1 MiB buffer is mmapped (see
+/// `memory.rs`) and costs a page fault every 4 KiB.
+#[derive(Clone, Default)]
+struct Spare(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Spare {
+    const KEPT: usize = 16;
+
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .expect("spare lock")
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH + BATCH / 4))
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        let mut kept = self.0.lock().expect("spare lock");
+        // A batch grown past a few MiB (one very wide row) is not kept.
+        if kept.len() < Self::KEPT && buf.capacity() <= 4 * BATCH {
+            buf.clear();
+            kept.push(buf);
+        }
+    }
+}
+
+/// Which tables have all their rows in: batches sent per data entry, batches committed (reported by
+/// the connections after each `COPY`), and the entries whose data block has ended.
+#[derive(Default)]
+struct TableLoads {
+    sent: HashMap<i64, usize>,
+    committed: HashMap<i64, usize>,
+    ended: Vec<i64>,
+    loaded: HashSet<i64>,
+}
+
+impl TableLoads {
+    /// Takes in the connections' reports; true if a table has become loaded.
+    fn update(&mut self, reports: &std::sync::mpsc::Receiver<(i64, usize)>) -> bool {
+        while let Ok((id, n)) = reports.try_recv() {
+            *self.committed.entry(id).or_default() += n;
+        }
+        let before = self.loaded.len();
+        let (sent, committed, loaded) = (&self.sent, &self.committed, &mut self.loaded);
+        self.ended.retain(|id| {
+            let done = committed.get(id).copied().unwrap_or(0) >= sent.get(id).copied().unwrap_or(0);
+            if done {
+                loaded.insert(*id);
+            }
+            !done
+        });
+        self.loaded.len() > before
+    }
+}
+
+/// The post-data entries restored while the data loads (see [`EarlyPostData`]): one `pg_restore` at a
+/// time, on one connection beside the loading ones.
+struct EarlyRuns {
+    plan: EarlyPostData,
+    running: Option<(super::restore::Running, crate::interrupt::Scratch)>,
+    runs: usize,
+    /// A table was loaded since the plan was last asked.
+    stale: bool,
+}
+
+impl EarlyRuns {
+    /// Starts the entries that are ready when none is running; reports a run that failed.
+    fn advance(
+        &mut self,
+        loads: &TableLoads,
+        toc_file: &TocFile,
+        target: &PgTarget,
+        opts: &RestoreOptions,
+        changed: bool,
+    ) -> Result<()> {
+        self.stale |= changed;
+        if let Some((run, _)) = &mut self.running {
+            if matches!(run.0.try_wait(), Ok(None)) {
+                return Ok(());
+            }
+            let (run, _list) = self.running.take().expect("a run");
+            finish(run)?;
+        }
+        if !std::mem::take(&mut self.stale) {
+            return Ok(());
+        }
+        let ready = self.plan.ready(&loads.loaded);
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.runs += 1;
+        info!(
+            entries = ready.len(),
+            "post-data: indexes and keys of the tables loaded, built while the rest loads"
+        );
+        let list = toc_file.list(&format!("early{}", self.runs), ready.iter().copied())?;
+        let mut cmd = command(target, opts);
+        cmd.arg("--section=post-data")
+            .arg("--use-list")
+            .arg(list.path())
+            .arg(toc_file.path())
+            .stdin(Stdio::null());
+        self.running = Some((spawn(&mut cmd, opts)?, list));
+        Ok(())
+    }
+
+    /// Waits for the run in progress.
+    fn wait(&mut self) -> Result<()> {
+        match self.running.take() {
+            Some((run, _list)) => finish(run),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EarlyRuns {
+    fn drop(&mut self) {
+        if let Some((mut run, _)) = self.running.take() {
+            let _ = run.0.kill();
+            let _ = run.0.wait();
+        }
+    }
 }
 
 enum Work {
     Rows {
         into: Arc<CopyTarget>,
         rows: Vec<u8>,
+        /// How many tables ended before this one (its place in the stream).
+        seq: u64,
     },
     Blob {
         oid: u32,
@@ -269,7 +411,15 @@ enum Work {
 struct Parallel {
     toc: Toc,
     toc_file: TocFile,
+    target: PgTarget,
+    opts: RestoreOptions,
     copies: HashMap<i64, Arc<CopyTarget>>,
+    spare: Spare,
+    loads: TableLoads,
+    reports: std::sync::mpsc::Receiver<(i64, usize)>,
+    /// How many tables' rows have all been sent.
+    ended: tokio::sync::watch::Sender<u64>,
+    early: EarlyRuns,
     blocks: Blocks,
     /// The rows of the current table not sent yet (less than a batch, or no line end yet).
     rows: Vec<u8>,
@@ -298,6 +448,7 @@ impl Parallel {
                     Arc::new(CopyTarget {
                         stmt: e.copy_stmt.clone()?,
                         table: format!("{}.{}", e.namespace, e.tag),
+                        dump_id: e.dump_id,
                     }),
                 ))
             })
@@ -306,12 +457,20 @@ impl Parallel {
         let jobs = opts.jobs.max(1) as usize;
         let (tx, rx) = tokio::sync::mpsc::channel::<Work>(2 * jobs);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let spare = Spare::default();
+        let (report, reports) = std::sync::mpsc::channel();
+        let ended = tokio::sync::watch::Sender::new(0);
         let workers = (0..jobs)
             .map(|_| {
                 let (target, setup, rx, failed) =
                     (target.clone(), setup.clone(), rx.clone(), failed.clone());
+                let loader = Loader {
+                    spare: spare.clone(),
+                    report: report.clone(),
+                    ended: ended.subscribe(),
+                };
                 rt.spawn(async move {
-                    if let Err(e) = worker(target, setup, rx.clone()).await {
+                    if let Err(e) = worker(target, setup, rx.clone(), loader).await {
                         failed.lock().expect("failed lock").get_or_insert(e);
                         // Keep taking work so that the feeder never waits on a full queue.
                         while rx.lock().await.recv().await.is_some() {}
@@ -325,9 +484,21 @@ impl Parallel {
         );
         Parallel {
             blocks: Blocks::new(toc.int_size),
+            early: EarlyRuns {
+                plan: EarlyPostData::plan(&toc),
+                running: None,
+                runs: 0,
+                stale: true,
+            },
             toc,
             toc_file,
+            target: target.clone(),
+            opts: opts.clone(),
             copies,
+            spare,
+            loads: TableLoads::default(),
+            reports,
+            ended,
             rows: Vec::new(),
             blob: (0, 0, Vec::new()),
             tx: Some(tx),
@@ -362,7 +533,12 @@ impl Parallel {
                         self.send_rows(dump_id, false, failed)?;
                     }
                 }
-                Event::TableEnd { dump_id } => self.send_rows(dump_id, true, failed)?,
+                Event::TableEnd { dump_id } => {
+                    self.send_rows(dump_id, true, failed)?;
+                    self.loads.ended.push(dump_id);
+                    // The connections holding this table's COPY open commit it now.
+                    self.ended.send_modify(|n| *n += 1);
+                }
                 Event::BlobStart { oid } => self.blob = (oid, 0, Vec::new()),
                 Event::BlobBytes { range } => {
                     self.blob.2.extend_from_slice(&data[range]);
@@ -373,7 +549,14 @@ impl Parallel {
                 Event::BlobEnd => self.send_blob(true, failed)?,
             }
         }
-        Ok(())
+        let changed = self.loads.update(&self.reports);
+        self.early.advance(
+            &self.loads,
+            &self.toc_file,
+            &self.target,
+            &self.opts,
+            changed,
+        )
     }
 
     /// Sends the whole lines of the current table's rows (all of them at its end).
@@ -401,12 +584,16 @@ impl Parallel {
         if cut == 0 {
             return Ok(());
         }
-        let rest = self.rows.split_off(cut);
+        let mut rest = self.spare.take();
+        rest.extend_from_slice(&self.rows[cut..]);
+        self.rows.truncate(cut);
         let mut rows = std::mem::replace(&mut self.rows, rest);
         if !rows.ends_with(b"\n") {
             rows.push(b'\n');
         }
-        self.send(Work::Rows { into, rows }, failed)
+        *self.loads.sent.entry(dump_id).or_default() += 1;
+        let seq = *self.ended.borrow();
+        self.send(Work::Rows { into, rows, seq }, failed)
     }
 
     /// Sends the current large object's bytes: whole 1 MiB pieces (so that no two connections ever
@@ -439,13 +626,8 @@ impl Parallel {
     }
 
     /// The data sent, every connection done: the sequence values, then post-data.
-    fn finish(
-        mut self,
-        target: &PgTarget,
-        opts: &RestoreOptions,
-        rt: &tokio::runtime::Handle,
-        failed: &Arc<Mutex<Option<Error>>>,
-    ) -> Result<()> {
+    fn finish(mut self, rt: &tokio::runtime::Handle, failed: &Arc<Mutex<Option<Error>>>) -> Result<()> {
+        let (target, opts) = (&self.target.clone(), &self.opts.clone());
         if !self.blocks.at_block_start() {
             return Err(Error::Restore {
                 step: "streamed load".into(),
@@ -454,18 +636,25 @@ impl Parallel {
             });
         }
         drop(self.tx.take());
+        // While the last rows load, the tables done so far get their indexes.
+        while self.workers.iter().any(|w| !w.is_finished()) {
+            if let Ok((id, n)) = self.reports.recv_timeout(Duration::from_millis(50)) {
+                *self.loads.committed.entry(id).or_default() += n;
+            }
+            let changed = self.loads.update(&self.reports);
+            self.early
+                .advance(&self.loads, &self.toc_file, target, opts, changed)?;
+        }
         for w in self.workers.drain(..) {
             let _ = rt.block_on(w);
         }
         if let Some(e) = failed.lock().expect("failed lock").take() {
             return Err(e);
         }
+        self.early.wait()?;
         let rest = other_data_entries(&self.toc);
         if !rest.is_empty() {
-            let list = crate::interrupt::scratch(self.toc_file.path().with_extension("list"));
-            let lines: String = rest.iter().map(|id| format!("{id};\n")).collect();
-            std::fs::write(list.path(), lines)
-                .map_err(|e| Error::storage("cannot write the restore list", list.path(), e))?;
+            let list = self.toc_file.list("data", rest.into_iter())?;
             let mut cmd = command(target, opts);
             cmd.arg("--use-list")
                 .arg(list.path())
@@ -473,12 +662,30 @@ impl Parallel {
                 .stdin(Stdio::null());
             finish(spawn(&mut cmd, opts)?)?;
         }
-        info!("post-data: indexes, constraints and triggers");
+        info!(
+            early = self.early.plan.given().len(),
+            "post-data: indexes, constraints and triggers (those not built while loading)"
+        );
         let mut post = command(target, opts);
         post.arg("--section=post-data")
-            .arg(format!("--jobs={}", opts.jobs.max(1)))
-            .arg(self.toc_file.path())
-            .stdin(Stdio::null());
+            .arg(format!("--jobs={}", opts.jobs.max(1)));
+        // Everything but what was restored early (the section option keeps it to post-data).
+        let _list = match self.early.plan.given() {
+            given if given.is_empty() => None,
+            given => {
+                let list = self.toc_file.list(
+                    "post",
+                    self.toc
+                        .entries
+                        .iter()
+                        .map(|e| e.dump_id)
+                        .filter(|id| !given.contains(id)),
+                )?;
+                post.arg("--use-list").arg(list.path());
+                Some(list)
+            }
+        };
+        post.arg(self.toc_file.path()).stdin(Stdio::null());
         finish(spawn(&mut post, opts)?)
     }
 }
@@ -492,20 +699,16 @@ impl Drop for Parallel {
 }
 
 /// The data-section entries the connections do not load (sequence values, comments among the data):
-/// left to `pg_restore`. An entry without a section of its own is in the section of the one before it,
-/// as `pg_restore` counts them.
+/// left to `pg_restore`.
 fn other_data_entries(toc: &Toc) -> Vec<i64> {
-    let mut section = SECTION_NONE;
-    let mut out = Vec::new();
-    for e in &toc.entries {
-        if e.section != SECTION_NONE {
-            section = e.section;
-        }
-        if section == SECTION_DATA && !matches!(e.desc.as_str(), "TABLE DATA" | "BLOBS") {
-            out.push(e.dump_id);
-        }
-    }
-    out
+    toc.entries
+        .iter()
+        .zip(sections(toc))
+        .filter(|(e, section)| {
+            *section == SECTION_DATA && !matches!(e.desc.as_str(), "TABLE DATA" | "BLOBS")
+        })
+        .map(|(e, _)| e.dump_id)
+        .collect()
 }
 
 /// What `pg_restore` sets on its connections before loading data (`_doSetFixedOutputState`): the dump's
@@ -537,18 +740,28 @@ fn session_setup(toc: &Toc, opts: &RestoreOptions) -> Vec<String> {
 
 /// One connection: takes batches off the shared queue, keeping a table's `COPY` open while its rows keep
 /// coming, until the queue is closed.
+/// What a connection gives back: the batch buffers it sent, and how many batches of a table each of its
+/// `COPY`s committed.
+struct Loader {
+    spare: Spare,
+    report: std::sync::mpsc::Sender<(i64, usize)>,
+    ended: tokio::sync::watch::Receiver<u64>,
+}
+
 fn worker(
     target: PgTarget,
     setup: Arc<Vec<String>>,
     rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Work>>>,
+    mut loader: Loader,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> {
-    Box::pin(async move { work(&target, &setup, &rx).await })
+    Box::pin(async move { work(&target, &setup, &rx, &mut loader).await })
 }
 
 async fn work(
     target: &PgTarget,
     setup: &[String],
     rx: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Work>>,
+    loader: &mut Loader,
 ) -> Result<()> {
     let mut conn = super::snapshot::connect(target).await?;
     for stmt in setup {
@@ -560,7 +773,7 @@ async fn work(
     let mut pending = take(rx).await;
     while let Some(work) = pending.take() {
         match work {
-            Work::Rows { into, rows } => {
+            Work::Rows { into, rows, seq } => {
                 let failed = |e: sqlx::Error| Error::Restore {
                     step: format!("load table {}", into.table),
                     problem: super::target::redact(&e),
@@ -568,19 +781,34 @@ async fn work(
                         .into(),
                 };
                 let mut copy = conn.copy_in_raw(&into.stmt).await.map_err(failed)?;
-                copy.send(rows).await.map_err(failed)?;
-                loop {
-                    match take(rx).await {
-                        Some(Work::Rows { into: same, rows }) if Arc::ptr_eq(&same, &into) => {
-                            copy.send(rows).await.map_err(failed)?;
+                copy.send(rows.as_slice()).await.map_err(failed)?;
+                loader.spare.give(rows);
+                let mut batches = 1;
+                // The table's rows until another table's come, or its end is announced (then its COPY
+                // commits at once, so that its indexes can be built while the rest loads).
+                let next = loop {
+                    let next = tokio::select! {
+                        biased;
+                        next = take(rx) => next,
+                        _ = loader.ended.wait_for(|&n| n > seq) => break None,
+                    };
+                    match next {
+                        Some(Work::Rows {
+                            into: same, rows, ..
+                        }) if Arc::ptr_eq(&same, &into) => {
+                            copy.send(rows.as_slice()).await.map_err(failed)?;
+                            loader.spare.give(rows);
+                            batches += 1;
                         }
-                        other => {
-                            pending = other;
-                            break;
-                        }
+                        other => break Some(other),
                     }
-                }
+                };
                 copy.finish().await.map_err(failed)?;
+                let _ = loader.report.send((into.dump_id, batches));
+                pending = match next {
+                    Some(other) => other,
+                    None => take(rx).await,
+                };
                 continue;
             }
             Work::Blob { oid, offset, bytes } => {

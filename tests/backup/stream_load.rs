@@ -1,7 +1,7 @@
 //! The streamed parallel load (`--jobs` above 1): the same database as one `pg_restore` of the same dump,
 //! for the shapes that matter (partitions, large objects, generated columns, a table with no columns,
 //! quoted and non-ASCII names, foreign keys across tables loaded at once, a table split over several
-//! connections); a checksum mismatch found while loading leaves the live database untouched; a
+//! connections, indexes and keys built while other tables load, a partitioned primary key); a checksum mismatch found while loading leaves the live database untouched; a
 //! connection dropped in the middle of a COPY names the table.
 
 use std::process::{Command, Stdio};
@@ -31,6 +31,11 @@ fn awkward_database() -> TestDb {
 newline" text);
            INSERT INTO "Ünïcode schema"."Tabelle ""quoted""" VALUES (1, 'café', E'a\tb\nc\\d'), (2, NULL, '');
            CREATE INDEX ON child (parent_id);
+           CREATE INDEX child_upper ON child (upper(body));
+           ALTER TABLE child ADD CONSTRAINT body_not_empty CHECK (body <> '') NOT VALID;
+           ALTER TABLE measures ADD PRIMARY KEY (id, region);
+           ALTER TABLE parent ADD CONSTRAINT parent_name_unique UNIQUE (name);
+           COMMENT ON INDEX child_upper IS 'built while the other tables load';
            CREATE VIEW parent_names AS SELECT name FROM parent;
            SELECT lo_from_bytea(0, convert_to(repeat('large object ', 300000), 'UTF8'));
            SELECT lo_from_bytea(0, '\x00ff00'::bytea);"#,
@@ -167,11 +172,10 @@ fn a_checksum_mismatch_found_while_loading_leaves_the_live_database_untouched() 
     assert_eq!(left, "0", "the scratch database is dropped");
 }
 
-#[test]
-fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
-    let db = TestDb::create();
-    // Each row passes a domain check that waits while the gate file is missing (the server polls it):
-    // the COPY stops there, inside the table, for as long as the test wants.
+/// A table `public.held_back` whose rows each pass a domain check that waits while the gate file is
+/// missing (the server polls it): its COPY stops there, inside the table, for as long as the test wants.
+/// Backed up with the gate open; returns the gate file, removed (closed).
+fn with_a_held_back_table(db: &TestDb, dir: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf) {
     let gate = tempdir();
     let open = gate.path().join("open");
     std::fs::write(&open, b"1").unwrap();
@@ -186,28 +190,94 @@ fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
          INSERT INTO public.held_back SELECT generate_series(1, 5);",
         open.display()
     ));
-    let dir = tempdir();
-    run(&mut backup_cmd(&db, dir.path())).ok();
+    run(&mut backup_cmd(db, dir)).ok();
     std::fs::remove_file(&open).unwrap();
-    let into = format!("{}_cut", db.name);
-    let _cleanup = Dropped(vec![into.clone()]);
+    (gate, open)
+}
 
-    let restore = bin()
+fn swap_restore_into(db: &TestDb, dir: &std::path::Path, into: &str) -> std::process::Child {
+    bin()
         .env("DATABASE_URL", db.url())
-        .env("BACKUP_DIR", dir.path())
+        .env("BACKUP_DIR", dir)
         .args(["restore", "--no-kubernetes", "latest", "--no-safety-backup"])
-        .args(["--mode", "swap", "--target-database", &into, "--jobs", "2"])
+        .args(["--mode", "swap", "--target-database", into, "--jobs", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    // The COPY waits at the gate: then its connection is cut.
-    let waiting = || {
+        .unwrap()
+}
+
+/// The pid of the COPY of `held_back` waiting at the gate, if it is there.
+fn waiting_at_the_gate() -> String {
+    psql(
+        "postgres",
+        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'COPY %held_back%'",
+    )
+}
+
+/// A table's primary key and indexes are built as soon as its rows are in, while the tables after it
+/// still load (the next table's COPY is held at the gate until the index is seen in the scratch
+/// database); the restored database has all of them.
+#[test]
+fn a_tables_indexes_are_built_while_the_next_table_loads() {
+    let db = TestDb::create();
+    db.sql(
+        "CREATE TABLE public.a_first (id int PRIMARY KEY, body text);
+         INSERT INTO public.a_first SELECT g, md5(g::text) FROM generate_series(1, 5000) g;
+         CREATE INDEX a_first_body ON public.a_first (body);",
+    );
+    let dir = tempdir();
+    let (_gate, open) = with_a_held_back_table(&db, dir.path());
+    let into = format!("{}_early", db.name);
+    let _cleanup = Dropped(vec![into.clone()]);
+
+    let restore = swap_restore_into(&db, dir.path(), &into);
+    wait_for(|| !waiting_at_the_gate().is_empty());
+    let scratch = psql(
+        "postgres",
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{into}_restore_%'"),
+    );
+    wait_for(|| {
         psql(
-            "postgres",
-            "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'COPY %held_back%'",
-        )
-    };
+            &scratch,
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname IN ('a_first_pkey', 'a_first_body') AND i.indisvalid",
+        ) == "2"
+    });
+    assert!(
+        !waiting_at_the_gate().is_empty(),
+        "the next table was still loading"
+    );
+    std::fs::write(&open, b"1").unwrap();
+    let out = restore.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("built while the rest loads"),
+        "{stderr}"
+    );
+    assert_eq!(
+        psql(
+            &into,
+            "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'"
+        ),
+        "a_first_body,a_first_pkey"
+    );
+    assert_eq!(psql(&into, "SELECT count(*) FROM public.held_back"), "5");
+}
+
+#[test]
+fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
+    let db = TestDb::create();
+    let dir = tempdir();
+    let (_gate, _open) = with_a_held_back_table(&db, dir.path());
+    let into = format!("{}_cut", db.name);
+    let _cleanup = Dropped(vec![into.clone()]);
+
+    let restore = swap_restore_into(&db, dir.path(), &into);
+    // The COPY waits at the gate: then its connection is cut.
+    let waiting = waiting_at_the_gate;
     wait_for(|| !waiting().is_empty());
     psql(
         "postgres",
@@ -222,4 +292,49 @@ fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
         "the table is named: {stderr}"
     );
     assert!(stderr.contains("was not touched"), "{stderr}");
+}
+
+/// Clean mode checks every entry first, then reads the archive again to load it, checking the sizes and
+/// the whole-file checksum the second time (the same bytes as verified). An archive changed between the
+/// two reads (here by the pre-restore hook, which runs between them) fails the restore, which names the
+/// way back, and the way back works.
+#[test]
+fn an_archive_changed_between_clean_modes_check_and_its_load_fails_with_the_way_back() {
+    let db = TestDb::with_sample_data();
+    db.add_random_mib(2);
+    let dir = tempdir();
+    run(backup_cmd(&db, dir.path()).env("BACKUP_CHUNK_SIZE", "64KiB")).ok();
+    db.sql("DELETE FROM customers WHERE id > 10");
+    let name = archives(dir.path()).pop().unwrap();
+    let path = dir.path().join(&name);
+    let flip = format!(
+        "python3 -c 'import sys; p = sys.argv[1]; b = bytearray(open(p, \"rb\").read()); \
+         b[len(b) * 9 // 10] ^= 0x40; open(p, \"wb\").write(b)' {}",
+        path.display()
+    );
+
+    let r = run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["restore", "--no-kubernetes", &name, "--mode", "clean"])
+        .args(["--jobs", "2", "--pre-restore-hook", &flip]))
+    .failed(1);
+
+    r.says("verified: every checksum matches")
+        .says("data: streamed into 2 connections")
+        .says("the previous state is in safety backup");
+    let safety = archives(dir.path())
+        .into_iter()
+        .find(|n| n.contains("-safety-"))
+        .expect("the safety backup was taken");
+    run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["restore", "--no-kubernetes", &safety, "--no-safety-backup"]))
+    .ok();
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "10",
+        "the state before the restore is back"
+    );
 }
