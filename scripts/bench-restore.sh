@@ -112,8 +112,9 @@ awk '
   /restoring/ && !start { start = t($1); prev = start; name = "versions, objects and globals" }
   /pre-data: the schema/ { printf "  %-42s %6.2f\n", name, t($1) - prev; prev = t($1); name = "pre-data (pg_restore)" }
   /data: streamed into/ { printf "  %-42s %6.2f\n", name, t($1) - prev; prev = t($1); name = "data (verify + COPY)" }
-  /post-data: indexes/ { printf "  %-42s %6.2f\n", name, t($1) - prev; prev = t($1); name = "post-data (pg_restore -j)" }
+  /built while the rest loads/ && !early { early = t($1) - prev }
+  /post-data: indexes, constraints/ { printf "  %-42s %6.2f\n", name, t($1) - prev; prev = t($1); name = "post-data left (pg_restore -j)" }
   /row counts match/ { printf "  %-42s %6.2f\n", name, t($1) - prev; prev = t($1); name = "row counts, rename" }
   /^[0-9][0-9][0-9][0-9]-/ { last = t($1) }
-  END { if (start) printf "  %-42s %6.2f\n", name, last - prev }
+  END { if (start) printf "  %-42s %6.2f\n", name, last - prev; if (early) printf "  (the first indexes began building %.2f s into the data)\n", early }
 ' "$WORK/stderr-swap"
