@@ -40,7 +40,8 @@ impl EarlyPostData {
             .iter()
             .enumerate()
             .filter(|(i, e)| {
-                section[*i] == SECTION_POST_DATA && matches!(e.desc.as_str(), "INDEX" | "CONSTRAINT")
+                section[*i] == SECTION_POST_DATA
+                    && matches!(e.desc.as_str(), "INDEX" | "CONSTRAINT")
             })
             .filter_map(|(_, e)| {
                 let mut waits = Vec::new();

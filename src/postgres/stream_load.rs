@@ -312,7 +312,8 @@ impl TableLoads {
         let before = self.loaded.len();
         let (sent, committed, loaded) = (&self.sent, &self.committed, &mut self.loaded);
         self.ended.retain(|id| {
-            let done = committed.get(id).copied().unwrap_or(0) >= sent.get(id).copied().unwrap_or(0);
+            let done =
+                committed.get(id).copied().unwrap_or(0) >= sent.get(id).copied().unwrap_or(0);
             if done {
                 loaded.insert(*id);
             }
@@ -626,7 +627,11 @@ impl Parallel {
     }
 
     /// The data sent, every connection done: the sequence values, then post-data.
-    fn finish(mut self, rt: &tokio::runtime::Handle, failed: &Arc<Mutex<Option<Error>>>) -> Result<()> {
+    fn finish(
+        mut self,
+        rt: &tokio::runtime::Handle,
+        failed: &Arc<Mutex<Option<Error>>>,
+    ) -> Result<()> {
         let (target, opts) = (&self.target.clone(), &self.opts.clone());
         if !self.blocks.at_block_start() {
             return Err(Error::Restore {

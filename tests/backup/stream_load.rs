@@ -175,7 +175,10 @@ fn a_checksum_mismatch_found_while_loading_leaves_the_live_database_untouched() 
 /// A table `public.held_back` whose rows each pass a domain check that waits while the gate file is
 /// missing (the server polls it): its COPY stops there, inside the table, for as long as the test wants.
 /// Backed up with the gate open; returns the gate file, removed (closed).
-fn with_a_held_back_table(db: &TestDb, dir: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf) {
+fn with_a_held_back_table(
+    db: &TestDb,
+    dir: &std::path::Path,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let gate = tempdir();
     let open = gate.path().join("open");
     std::fs::write(&open, b"1").unwrap();
@@ -253,10 +256,7 @@ fn a_tables_indexes_are_built_while_the_next_table_loads() {
     let stderr = String::from_utf8_lossy(&out.stderr);
 
     assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("built while the rest loads"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("built while the rest loads"), "{stderr}");
     assert_eq!(
         psql(
             &into,
