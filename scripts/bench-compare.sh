@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # "No slower than before": the backup (zstd), the default restore (into a new database, --no-safety-backup)
-# and a swap restore over a copy of the database (--no-safety-backup) of the benchmark database, with this tree's release binary and with the one built from
-# REV, in interleaved rounds (median; which side runs first alternates), beside bare `pg_dump -Fc -Z0` for
-# scale. The archive both restore is
-# written by REV's binary, so an older archive format is what both read.
+# and a swap restore over a copy of the database (--no-safety-backup) of the benchmark database, with this
+# tree's release binary and with the one built from REV, in interleaved rounds (median; which side runs
+# first alternates), beside bare `pg_dump -Fc -Z0` for scale. The archive both restore is written by REV's
+# binary, so an older archive format is what both read.
 # Usage: scripts/bench-compare.sh REV [ROUNDS]   e.g. scripts/bench-compare.sh c44f872 5
 # Needs what scripts/bench-backup.sh needs; builds REV in a worktree under /tmp (a release build: minutes).
 set -euo pipefail
