@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::units::{parse_duration, parse_size};
@@ -87,7 +88,7 @@ pub struct RestoreArgs {
     #[arg(long, env = "RESTORE_MODE", value_enum, default_value = "clean")]
     pub mode: ModeArg,
     /// Skip the safety backup of the current state (no way back).
-    #[arg(long, env = "RESTORE_NO_SAFETY_BACKUP")]
+    #[arg(long, env = "RESTORE_NO_SAFETY_BACKUP", value_parser = BoolishValueParser::new())]
     pub no_safety_backup: bool,
     /// Restore into this database instead of the configured one.
     #[arg(long, conflicts_with = "all_databases")]
@@ -127,7 +128,7 @@ pub struct RestoreArgs {
     pub ownership: OwnershipArgs,
     /// Scale the --restart Deployments to zero before the database is touched and back to their replica
     /// count afterwards, also when the restore fails (instead of restarting them at the end).
-    #[arg(long, env = "RESTORE_SCALE_TO_ZERO")]
+    #[arg(long, env = "RESTORE_SCALE_TO_ZERO", value_parser = BoolishValueParser::new())]
     pub scale_to_zero: bool,
     /// Run before anything changes (after verification, before the scale-down and the safety backup): a shell command, or an
     /// http(s) URL that gets a JSON POST; its failure stops the restore. It gets no credentials from
@@ -151,7 +152,7 @@ pub struct WhichDatabasesArgs {
     #[arg(long = "database", env = "RESTORE_DATABASE")]
     pub database: Option<String>,
     /// Every database of the archive, each into the server's database of its name.
-    #[arg(long, env = "RESTORE_ALL_DATABASES", conflicts_with = "database")]
+    #[arg(long, env = "RESTORE_ALL_DATABASES", value_parser = BoolishValueParser::new(), conflicts_with = "database")]
     pub all_databases: bool,
 }
 
@@ -171,7 +172,7 @@ pub struct DrillArgs {
     /// Slack incoming webhook notified when the drill fails (and when it passes with --notify-on-success).
     #[arg(long, env = "NOTIFY_SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub notify_slack_webhook_url: Option<String>,
-    #[arg(long, env = "NOTIFY_ON_SUCCESS")]
+    #[arg(long, env = "NOTIFY_ON_SUCCESS", value_parser = BoolishValueParser::new())]
     pub notify_on_success: bool,
     #[arg(long, env = "AGE_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
@@ -287,7 +288,7 @@ pub struct RetentionArgs {
 #[derive(Args, Clone)]
 pub struct KubernetesArgs {
     /// Skip the Kubernetes export (running outside a cluster).
-    #[arg(long, env = "BACKUP_NO_KUBERNETES")]
+    #[arg(long, env = "BACKUP_NO_KUBERNETES", value_parser = BoolishValueParser::new())]
     pub no_kubernetes: bool,
     /// Namespace whose ConfigMaps and Secrets are exported.
     #[arg(long, env = "BACKUP_NAMESPACE", default_value = "eternia-production")]
@@ -299,7 +300,7 @@ pub struct KubernetesArgs {
     #[arg(long, env = "BACKUP_EXCLUDE_SELECTOR")]
     pub exclude_selector: Option<String>,
     /// Also export kube-root-ca.crt, service-account tokens and Helm release Secrets.
-    #[arg(long, env = "BACKUP_INCLUDE_SYSTEM_OBJECTS")]
+    #[arg(long, env = "BACKUP_INCLUDE_SYSTEM_OBJECTS", value_parser = BoolishValueParser::new())]
     pub include_system_objects: bool,
 }
 
@@ -361,12 +362,12 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub retention: RetentionArgs,
     /// Do not apply retention after the backup.
-    #[arg(long, env = "BACKUP_NO_PRUNE")]
+    #[arg(long, env = "BACKUP_NO_PRUNE", value_parser = BoolishValueParser::new())]
     pub no_prune: bool,
     /// Slack incoming webhook notified on failure (and on success with --notify-on-success).
     #[arg(long, env = "NOTIFY_SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub notify_slack_webhook_url: Option<String>,
-    #[arg(long, env = "NOTIFY_ON_SUCCESS")]
+    #[arg(long, env = "NOTIFY_ON_SUCCESS", value_parser = BoolishValueParser::new())]
     pub notify_on_success: bool,
     #[command(flatten)]
     pub lease: LeaseArgs,
@@ -396,7 +397,7 @@ pub struct StatusArgs {
     #[arg(long, env = "BACKUP_MAX_AGE", default_value = "26h", value_parser = parse_duration)]
     pub max_age: std::time::Duration,
     /// Do not ask the Kubernetes API whether a restore holds the Lease, nor about the last drill.
-    #[arg(long, env = "BACKUP_NO_KUBERNETES")]
+    #[arg(long, env = "BACKUP_NO_KUBERNETES", value_parser = BoolishValueParser::new())]
     pub no_kubernetes: bool,
     #[command(flatten)]
     pub lease: LeaseArgs,
@@ -529,7 +530,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOK_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
     /// Believe X-Forwarded-For from any direct peer (its right-most entry only); prefer --trusted-proxies.
-    #[arg(long, env = "WEBHOOK_TRUST_FORWARDED_FOR")]
+    #[arg(long, env = "WEBHOOK_TRUST_FORWARDED_FOR", value_parser = BoolishValueParser::new())]
     pub trust_forwarded_for: bool,
     /// Largest request body accepted.
     #[arg(long, env = "WEBHOOK_BODY_LIMIT", default_value = "64KiB", value_parser = parse_size)]
@@ -553,10 +554,10 @@ pub struct ServeArgs {
 pub struct OwnershipArgs {
     /// Do not give the restored objects their backed-up owners: they belong to the restoring role (or
     /// `--role`). For a managed server where the restoring role may not act as the owners.
-    #[arg(long, env = "RESTORE_NO_OWNER")]
+    #[arg(long, env = "RESTORE_NO_OWNER", value_parser = BoolishValueParser::new())]
     pub no_owner: bool,
     /// Do not restore privileges (GRANT/REVOKE on the restored objects).
-    #[arg(long, env = "RESTORE_NO_PRIVILEGES")]
+    #[arg(long, env = "RESTORE_NO_PRIVILEGES", value_parser = BoolishValueParser::new())]
     pub no_privileges: bool,
     /// Role to restore as (`SET ROLE`): the objects created belong to it.
     #[arg(long = "role", env = "RESTORE_ROLE")]
@@ -572,7 +573,7 @@ pub struct OwnershipArgs {
     pub owner_map: Vec<String>,
     /// Do not create the roles the backup needs that the server lacks (they are created by default,
     /// without passwords unless --role-passwords-dir has one).
-    #[arg(long, env = "RESTORE_NO_CREATE_ROLES")]
+    #[arg(long, env = "RESTORE_NO_CREATE_ROLES", value_parser = BoolishValueParser::new())]
     pub no_create_roles: bool,
     /// Directory with one file per role name holding the password a created role gets (a Secret
     /// mounted as a volume). Existing roles are never changed.

@@ -313,3 +313,29 @@ fn the_status_table_shows_each_store_the_restore_and_the_last_drill() {
         .says("restore: none running")
         .says("last drill: none seen");
 }
+
+/// A switch set from the environment takes what people write (`1`, `yes`, `on`, `true`, in any case);
+/// anything else is a usage error naming the flag. With Kubernetes switched off by `1`, the backup runs
+/// with no cluster to reach.
+#[test]
+fn a_switch_in_the_environment_takes_1_yes_on_and_true() {
+    let db = TestDb::with_sample_data();
+    let dir = tempdir();
+    let with = |value: &str, args: &[&str]| {
+        let mut c = bin();
+        c.env("DATABASE_URL", db.url())
+            .env("BACKUP_DIR", dir.path())
+            .env("BACKUP_NO_KUBERNETES", value)
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .args(args);
+        run(&mut c)
+    };
+    with("1", &["backup"]).ok();
+    assert_eq!(archives(dir.path()).len(), 1);
+    for value in ["yes", "on", "TRUE", "1"] {
+        with(value, &["status"]).ok();
+    }
+    with("maybe", &["status"])
+        .failed(2)
+        .says("invalid value 'maybe' for '--no-kubernetes'");
+}
