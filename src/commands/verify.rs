@@ -165,14 +165,13 @@ pub async fn check_opened<V: Visit>(
     })
     .await
     .expect("verify task")?;
-    match entries {
-        EntryCheck::Checksum => {
-            info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "verified: every checksum matches")
-        }
+    let what = match entries {
+        EntryCheck::Checksum => "verified: every checksum matches",
         EntryCheck::SizeOnly => {
-            info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "read again: the whole-file checksum matches, the same bytes as verified")
+            "read again: the whole-file checksum matches, the same bytes as verified"
         }
-    }
+    };
+    info!(archive = %name, entries = summary.entries, bytes = summary.bytes, "{what}");
     Ok((
         VerifyReport {
             name,

@@ -9,7 +9,9 @@
 //! 2. sends each table's rows, as they arrive, to `--jobs` connections at once (`COPY … FROM STDIN` with
 //!    the entry's own statement; a table's rows are split at line ends, so even one large table loads on
 //!    every connection), and each large object's bytes with `lo_put` at 1 MiB-aligned offsets;
-//! 3. then what else the data section holds (sequence values) with `pg_restore -L`, and post-data.
+//! 3. builds each table's indexes and keys once its rows are in, while the next tables load (see
+//!    [`EarlyPostData`]); then what else the data section holds (sequence values) with `pg_restore -L`,
+//!    and the rest of post-data.
 //!
 //! Memory is a few 1 MiB batches per connection. A dump it does not recognise (another archive version,
 //! a data entry of another kind) is handed whole to one streamed `pg_restore` instead, which the log says.
@@ -295,8 +297,8 @@ impl Spare {
 
 /// Which tables have all their rows in: batches sent per data entry, batches committed (reported by
 /// the connections after each `COPY`), and the entries whose data block has ended.
-#[derive(Default)]
 struct TableLoads {
+    reports: std::sync::mpsc::Receiver<(i64, usize)>,
     sent: HashMap<i64, usize>,
     committed: HashMap<i64, usize>,
     ended: Vec<i64>,
@@ -304,9 +306,25 @@ struct TableLoads {
 }
 
 impl TableLoads {
-    /// Takes in the connections' reports; true if a table has become loaded.
-    fn update(&mut self, reports: &std::sync::mpsc::Receiver<(i64, usize)>) -> bool {
-        while let Ok((id, n)) = reports.try_recv() {
+    fn new(reports: std::sync::mpsc::Receiver<(i64, usize)>) -> TableLoads {
+        TableLoads {
+            reports,
+            sent: HashMap::new(),
+            committed: HashMap::new(),
+            ended: Vec::new(),
+            loaded: HashSet::new(),
+        }
+    }
+
+    /// Takes in the connections' reports, waiting up to `wait` for the first; true if a table has
+    /// become loaded.
+    fn update(&mut self, wait: Duration) -> bool {
+        let first = if wait.is_zero() {
+            self.reports.try_recv().ok()
+        } else {
+            self.reports.recv_timeout(wait).ok()
+        };
+        for (id, n) in first.into_iter().chain(self.reports.try_iter()) {
             *self.committed.entry(id).or_default() += n;
         }
         let before = self.loaded.len();
@@ -417,7 +435,6 @@ struct Parallel {
     copies: HashMap<i64, Arc<CopyTarget>>,
     spare: Spare,
     loads: TableLoads,
-    reports: std::sync::mpsc::Receiver<(i64, usize)>,
     /// How many tables' rows have all been sent.
     ended: tokio::sync::watch::Sender<u64>,
     early: EarlyRuns,
@@ -497,8 +514,7 @@ impl Parallel {
             opts: opts.clone(),
             copies,
             spare,
-            loads: TableLoads::default(),
-            reports,
+            loads: TableLoads::new(reports),
             ended,
             rows: Vec::new(),
             blob: (0, 0, Vec::new()),
@@ -550,7 +566,7 @@ impl Parallel {
                 Event::BlobEnd => self.send_blob(true, failed)?,
             }
         }
-        let changed = self.loads.update(&self.reports);
+        let changed = self.loads.update(Duration::ZERO);
         self.early.advance(
             &self.loads,
             &self.toc_file,
@@ -632,7 +648,6 @@ impl Parallel {
         rt: &tokio::runtime::Handle,
         failed: &Arc<Mutex<Option<Error>>>,
     ) -> Result<()> {
-        let (target, opts) = (&self.target.clone(), &self.opts.clone());
         if !self.blocks.at_block_start() {
             return Err(Error::Restore {
                 step: "streamed load".into(),
@@ -643,12 +658,14 @@ impl Parallel {
         drop(self.tx.take());
         // While the last rows load, the tables done so far get their indexes.
         while self.workers.iter().any(|w| !w.is_finished()) {
-            if let Ok((id, n)) = self.reports.recv_timeout(Duration::from_millis(50)) {
-                *self.loads.committed.entry(id).or_default() += n;
-            }
-            let changed = self.loads.update(&self.reports);
-            self.early
-                .advance(&self.loads, &self.toc_file, target, opts, changed)?;
+            let changed = self.loads.update(Duration::from_millis(50));
+            self.early.advance(
+                &self.loads,
+                &self.toc_file,
+                &self.target,
+                &self.opts,
+                changed,
+            )?;
         }
         for w in self.workers.drain(..) {
             let _ = rt.block_on(w);
@@ -660,20 +677,20 @@ impl Parallel {
         let rest = other_data_entries(&self.toc);
         if !rest.is_empty() {
             let list = self.toc_file.list("data", rest.into_iter())?;
-            let mut cmd = command(target, opts);
+            let mut cmd = command(&self.target, &self.opts);
             cmd.arg("--use-list")
                 .arg(list.path())
                 .arg(self.toc_file.path())
                 .stdin(Stdio::null());
-            finish(spawn(&mut cmd, opts)?)?;
+            finish(spawn(&mut cmd, &self.opts)?)?;
         }
         info!(
             early = self.early.plan.given().len(),
             "post-data: indexes, constraints and triggers (those not built while loading)"
         );
-        let mut post = command(target, opts);
+        let mut post = command(&self.target, &self.opts);
         post.arg("--section=post-data")
-            .arg(format!("--jobs={}", opts.jobs.max(1)));
+            .arg(format!("--jobs={}", self.opts.jobs.max(1)));
         // Everything but what was restored early (the section option keeps it to post-data).
         let _list = match self.early.plan.given() {
             given if given.is_empty() => None,
@@ -691,7 +708,7 @@ impl Parallel {
             }
         };
         post.arg(self.toc_file.path()).stdin(Stdio::null());
-        finish(spawn(&mut post, opts)?)
+        finish(spawn(&mut post, &self.opts)?)
     }
 }
 

@@ -196,20 +196,20 @@ pub fn list_json(dir: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).expect("list prints JSON")
 }
 
-/// The entries of an archive as `tar tzf` lists them, in order.
-pub fn tar_entries(archive: &Path) -> Vec<String> {
-    let out = Command::new("tar")
-        .arg("tzf")
-        .arg(archive)
-        .output()
-        .unwrap();
+/// What a tool the test runs prints, once it has succeeded (its stderr is the failure message).
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The entries of an archive as `tar tzf` lists them, in order.
+pub fn tar_entries(archive: &Path) -> Vec<String> {
+    stdout_of(Command::new("tar").arg("tzf").arg(archive))
         .lines()
         .map(str::to_owned)
         .collect()
@@ -217,17 +217,7 @@ pub fn tar_entries(archive: &Path) -> Vec<String> {
 
 /// `pg_dump --schema-only` of a database (a URL), without the lines that differ between any two runs.
 pub fn schema(url: &str) -> String {
-    let out = Command::new("pg_dump")
-        .args(["--schema-only", "--dbname", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    stdout_of(Command::new("pg_dump").args(["--schema-only", "--dbname", url]))
         .lines()
         .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
         .collect::<Vec<_>>()

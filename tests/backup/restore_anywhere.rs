@@ -181,25 +181,17 @@ fn restore_latest_into_a_fresh_server_creates_the_roles_and_the_database_as_they
         "the existing role was not changed"
     );
     // The application's login works with the password from the Secret, and its privileges with it.
-    let out = Command::new("psql")
-        .args([
-            "-qAt",
-            "--dbname",
-            &url(&pg, &orig.app, "app-secret", db),
-            "-c",
-        ])
-        .arg("SHOW search_path; SELECT count(*) FROM orders")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new("psql")
+            .args([
+                "-qAt",
+                "--dbname",
+                &url(&pg, &orig.app, "app-secret", db),
+                "-c",
+            ])
+            .arg("SHOW search_path; SELECT count(*) FROM orders"),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "app, public\n200"
-    );
+    assert_eq!(out.trim(), "app, public\n200");
 
     // A retry (what CI does after a timeout) restores the same archive over the restored database.
     let again = run(&mut restore_into(&target, dir.path())).ok();

@@ -122,16 +122,23 @@ fn the_streamed_parallel_load_gives_the_database_one_pg_restore_gives() {
     );
 }
 
-#[test]
-fn a_checksum_mismatch_found_while_loading_leaves_the_live_database_untouched() {
+/// The sample database with 2 MiB more, backed up in 64 KiB chunks (so the dump spans many entries), then
+/// left with 10 customers: the database, the backup directory and the archive's name.
+fn backed_up_in_many_chunks_then_trimmed() -> (TestDb, tempfile::TempDir, String) {
     let db = TestDb::with_sample_data();
     db.add_random_mib(2);
     let dir = tempdir();
     run(backup_cmd(&db, dir.path()).env("BACKUP_CHUNK_SIZE", "64KiB")).ok();
     db.sql("DELETE FROM customers WHERE id > 10");
-    // A byte near the end of the archive: the schema and most rows are loaded when it is found.
     let name = archives(dir.path()).pop().unwrap();
+    (db, dir, name)
+}
+
+#[test]
+fn a_checksum_mismatch_found_while_loading_leaves_the_live_database_untouched() {
+    let (db, dir, name) = backed_up_in_many_chunks_then_trimmed();
     let path = dir.path().join(&name);
+    // A byte near the end of the archive: the schema and most rows are loaded when it is found.
     let mut bytes = std::fs::read(&path).unwrap();
     let at = bytes.len() * 9 / 10;
     bytes[at] ^= 0x40;
@@ -300,12 +307,7 @@ fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
 /// way back, and the way back works.
 #[test]
 fn an_archive_changed_between_clean_modes_check_and_its_load_fails_with_the_way_back() {
-    let db = TestDb::with_sample_data();
-    db.add_random_mib(2);
-    let dir = tempdir();
-    run(backup_cmd(&db, dir.path()).env("BACKUP_CHUNK_SIZE", "64KiB")).ok();
-    db.sql("DELETE FROM customers WHERE id > 10");
-    let name = archives(dir.path()).pop().unwrap();
+    let (db, dir, name) = backed_up_in_many_chunks_then_trimmed();
     let path = dir.path().join(&name);
     let flip = format!(
         "python3 -c 'import sys; p = sys.argv[1]; b = bytearray(open(p, \"rb\").read()); \

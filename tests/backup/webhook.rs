@@ -539,22 +539,17 @@ async fn every_bad_token_is_refused_with_401_or_403_and_counted_by_reason() {
 /// An RSA key made for the test with openssl, and its public half as a JWKS file.
 fn rsa_key(dir: &std::path::Path, name: &str) -> EncodingKey {
     let pem = dir.join(format!("{name}.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::helpers::stdout_of(
+        std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&pem),
     );
     EncodingKey::from_rsa_pem(&std::fs::read(pem).unwrap()).unwrap()
 }
