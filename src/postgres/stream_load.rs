@@ -566,7 +566,13 @@ impl Parallel {
                 Event::BlobEnd => self.send_blob(true, failed)?,
             }
         }
-        let changed = self.loads.update(Duration::ZERO);
+        self.build_ready_indexes(Duration::ZERO)
+    }
+
+    /// Takes in which tables are loaded (waiting up to `wait` for a connection's report) and starts the
+    /// indexes and keys that became ready (see [`EarlyRuns::advance`]).
+    fn build_ready_indexes(&mut self, wait: Duration) -> Result<()> {
+        let changed = self.loads.update(wait);
         self.early.advance(
             &self.loads,
             &self.toc_file,
@@ -658,14 +664,7 @@ impl Parallel {
         drop(self.tx.take());
         // While the last rows load, the tables done so far get their indexes.
         while self.workers.iter().any(|w| !w.is_finished()) {
-            let changed = self.loads.update(Duration::from_millis(50));
-            self.early.advance(
-                &self.loads,
-                &self.toc_file,
-                &self.target,
-                &self.opts,
-                changed,
-            )?;
+            self.build_ready_indexes(Duration::from_millis(50))?;
         }
         for w in self.workers.drain(..) {
             let _ = rt.block_on(w);
