@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 
 use crate::archive::codec::decoder_with_identity_file;
 use crate::archive::manifest::{DatabaseInfo, Manifest, Sidecar, TableCount};
@@ -28,6 +28,7 @@ use crate::postgres::PgTarget;
 use crate::postgres::database_state::DatabaseState;
 use crate::postgres::globals::{self, Globals, Role, RolesReport};
 use crate::postgres::restore::{self as pg, Counting, Ownership, RestoreOptions, RowCheck};
+use crate::postgres::set_aside::{self, Aside};
 use crate::store::{BackupStore, StoreSet, StoredBackup, Which};
 
 /// How often the restore looks at a restarted Deployment while it rolls out (a GET each time): the wait ends
@@ -37,6 +38,10 @@ const ROLLOUT_POLL: Duration = Duration::from_millis(500);
 /// A database whose new connections this restore refuses, and the limit to put back: a restore stopped
 /// by SIGTERM in the middle allows them again on its way out.
 static REFUSING: std::sync::Mutex<Option<(PgTarget, i32)>> = std::sync::Mutex::new(None);
+
+/// The schemas clean mode set aside while it loads: a restore stopped by SIGTERM puts them back on its
+/// way out.
+static ASIDE: std::sync::Mutex<Option<Aside>> = std::sync::Mutex::new(None);
 
 /// The Deployments this restore scaled to zero, to scale back also after a SIGTERM.
 type ScaledApp = (kube::Client, String, Vec<quiesce::Scaled>);
@@ -350,8 +355,14 @@ pub async fn run(
             during: crate::interrupt::current_step().unwrap_or_else(|| "restoring".into()),
         }),
     };
-    // A restore stopped midway (SIGTERM) left them refused and the application scaled down: allow
-    // them again and scale it back (a failure is logged).
+    // A restore stopped midway (SIGTERM) left the schemas set aside, connections refused and the
+    // application scaled down: put them back, allow them again and scale it back (a failure is logged).
+    let aside = ASIDE.lock().expect("aside lock").take();
+    if let Some(aside) = aside
+        && let Err(e) = aside.put_back().await
+    {
+        error!(error = %e, "the database's schemas could not be put back");
+    }
     let _ = reopen_connections().await;
     let _ = resume_application().await;
     if let Some(g) = guard {
@@ -383,13 +394,17 @@ async fn restore_locked(
     let (sidecar, into) = preflight(cfg, store, &name).await?;
     crate::interrupt::step(format!("verifying {name} (nothing was changed)"));
     let jobs = jobs_for(cfg);
-    // Swap mode loads a scratch database while it verifies (a mismatch drops it); clean mode, which
-    // changes the live database, verifies every checksum first.
-    let load_while_verifying = cfg.mode == Mode::Swap
-        && jobs > 1
+    // Swap mode loads a scratch database while it verifies (a mismatch drops it); clean mode loads the
+    // live database beside its schemas set aside (a mismatch puts them back), and verifies every
+    // checksum first when they cannot be set aside.
+    let load_while_verifying = jobs > 1
         && !cfg.dry_run
         && !sidecar.manifest.objects_only
-        && sidecar.manifest.more_databases.is_empty();
+        && sidecar.manifest.more_databases.is_empty()
+        && match cfg.mode {
+            Mode::Swap => true,
+            Mode::Clean => clean_sets_aside(&into).await?,
+        };
     let Verified {
         manifest,
         objects,
@@ -997,17 +1012,127 @@ async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result
     *REFUSING.lock().expect("refusing lock") = closed.map(|l| (target.clone(), l));
     pg::terminate_sessions(&mut conn, target, db).await?;
     let restored = async {
-        // A database this restore just created is empty already.
-        if !created {
-            pg::empty_database(target).await?;
+        if !load.verified_before {
+            // Loaded as it is verified: into a database that was not there, or beside the live one's
+            // schemas set aside. A failure leaves the server as it was.
+            if created {
+                return load_into_created(target, load, input).await;
+            }
+            if let Some(aside) = Aside::set(target).await? {
+                return load_beside(target, load, input, aside, undo).await;
+            }
+            // What keeps the schemas from being set aside appeared since it was looked for.
+            verify::check(load.store, load.backup, load.identity.clone(), ()).await?;
         }
-        load.load_opened(input, target).await
+        let verified = Load {
+            verified_before: true,
+            opts: load.opts.clone(),
+            ..*load
+        };
+        async {
+            // A database this restore just created is empty already.
+            if !created {
+                pg::empty_database(target).await?;
+            }
+            verified.load_opened(input, target).await
+        }
+        .await
+        .map_err(|e| with_undo(e, undo))
     }
     .await;
     let reopened = reopen_connections().await;
     match (restored, reopened) {
         (Ok(loaded), Ok(())) => Ok(loaded),
-        (Err(e), _) | (Ok(_), Err(e)) => Err(with_undo(e, undo)),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(with_undo(e, undo)),
+    }
+}
+
+/// Clean mode into a database this restore created, loaded as the archive is verified: a failure drops
+/// it again (the server is as it was).
+async fn load_into_created(
+    target: &PgTarget,
+    load: &Load<'_>,
+    input: Box<dyn Read + Send>,
+) -> Result<Loaded> {
+    let e = match load.load_opened(input, target).await {
+        Ok(loaded) => return Ok(loaded),
+        Err(e) => e,
+    };
+    // No connection limit to put back on a database that goes.
+    REFUSING.lock().expect("refusing lock").take();
+    let db = &target.dbname;
+    let dropped = async {
+        let mut conn = pg::maintenance(target).await?;
+        pg::drop_database(&mut conn, target, db).await
+    }
+    .await;
+    Err(with_undo(
+        e,
+        &match dropped {
+            Ok(()) => {
+                format!("the database {db} did not exist before this restore, and is dropped again")
+            }
+            Err(d) => format!(
+                "the database {db} did not exist before this restore and could not be dropped again ({d}): `DROP DATABASE {db}` undoes it"
+            ),
+        },
+    ))
+}
+
+/// Clean mode can load while it verifies when the live database's schemas can be set aside (see
+/// [`Aside`]), or when there is no live database yet.
+async fn clean_sets_aside(into: &[Into]) -> Result<bool> {
+    let [d] = into else {
+        return Ok(false);
+    };
+    if !d.exists {
+        return Ok(true);
+    }
+    let mut conn = crate::postgres::snapshot::connect(&d.target).await?;
+    let why = set_aside::obstacle(&mut conn).await;
+    let _ = sqlx::Connection::close(conn).await;
+    if let Some(why) = &why {
+        info!(%why, "clean mode verifies the archive before it changes the database: its schemas cannot be set aside while it loads");
+    }
+    Ok(why.is_none())
+}
+
+/// Clean mode, the database's schemas set aside: loads it as the archive is verified. Success drops the
+/// schemas set aside; a failure (a checksum mismatch, a load that failed, row counts that differ) drops
+/// what was restored and puts them back.
+async fn load_beside(
+    target: &PgTarget,
+    load: &Load<'_>,
+    input: Box<dyn Read + Send>,
+    aside: Aside,
+    undo: &str,
+) -> Result<Loaded> {
+    crate::interrupt::step(format!(
+        "loading the database {} beside its schemas set aside as {}; to go back, drop the schemas the restore created and rename those back, or {undo}",
+        target.dbname,
+        aside.names()
+    ));
+    *ASIDE.lock().expect("aside lock") = Some(aside.clone());
+    let loaded = load.load_opened(input, target).await;
+    ASIDE.lock().expect("aside lock").take();
+    match loaded {
+        Ok(loaded) => {
+            aside.drop().await?;
+            Ok(loaded)
+        }
+        Err(e) => match aside.put_back().await {
+            Ok(()) => Err(with_undo(
+                e,
+                &format!(
+                    "the database is as it was: its schemas were set aside while it loaded, and are put back; {undo}"
+                ),
+            )),
+            Err(back) => {
+                error!(error = %back, "the database's schemas could not be put back");
+                Err(with_undo(e, &format!("{back}; {undo}")))
+            }
+        },
     }
 }
 

@@ -1,7 +1,7 @@
 //! PostgreSQL: which server (`target`), a consistent snapshot with row counts (`snapshot`), the streamed
 //! `pg_dump` (`dump`), and the restore side: the dump's table of contents (`dump_toc`), the streamed
 //! parallel load (`stream_load`) with the indexes it builds while loading (`early_post_data`), one streamed `pg_restore`, database create/rename/empty and
-//! row-count checks (`restore`).
+//! row-count checks (`restore`), and clean mode's schemas set aside while it loads (`set_aside`).
 
 pub mod database_state;
 pub mod dump;
@@ -10,6 +10,7 @@ pub(crate) mod early_post_data;
 pub mod globals;
 pub mod restore;
 pub mod scram;
+pub mod set_aside;
 pub mod snapshot;
 pub mod stream_load;
 pub mod target;

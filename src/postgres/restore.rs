@@ -476,74 +476,103 @@ async fn row_counters(
         .collect())
 }
 
+/// The schemas a restore replaces: all but the system's (a `WHERE` condition on `pg_namespace`).
+pub(super) const USER_SCHEMAS: &str = "nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%'";
+
+/// `public` as a fresh database of the server's version has it.
+pub(super) fn fresh_public_sql(version: i32) -> String {
+    let mut sql = String::from("CREATE SCHEMA public;");
+    if version >= 150000 {
+        sql.push_str("ALTER SCHEMA public OWNER TO pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC;");
+    } else {
+        sql.push_str("GRANT ALL ON SCHEMA public TO PUBLIC;");
+    }
+    sql
+}
+
+pub(super) async fn server_version(conn: &mut PgConnection) -> sqlx::Result<i32> {
+    sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// What lives outside the schemas and pg_dump restores: event triggers (one on sql_drop would fire on
+/// the drops of schemas), subscriptions, publications, large objects. Left in place, pg_restore would
+/// fail on them.
+pub(super) struct Outside {
+    triggers: Vec<String>,
+    subscriptions: Vec<String>,
+    publications: Vec<String>,
+}
+
+pub(super) async fn outside_objects(conn: &mut PgConnection) -> sqlx::Result<Outside> {
+    let names = |sql: &'static str| sqlx::query_scalar::<_, String>(sql);
+    Ok(Outside {
+        triggers: names("SELECT evtname::text FROM pg_event_trigger ORDER BY 1")
+            .fetch_all(&mut *conn)
+            .await?,
+        // Only a superuser may read them all; a role that cannot has none to drop.
+        subscriptions: names(
+            "SELECT subname::text FROM pg_subscription \
+             WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_default(),
+        publications: names("SELECT pubname::text FROM pg_publication ORDER BY 1")
+            .fetch_all(&mut *conn)
+            .await?,
+    })
+}
+
+impl Outside {
+    /// Drops them all, event triggers first. A subscription is detached from its slot first (the slot
+    /// belongs to the publisher).
+    pub(super) fn drop_sql(&self) -> String {
+        let mut sql = String::new();
+        for t in &self.triggers {
+            sql.push_str(&format!("DROP EVENT TRIGGER {};", quote_ident(t)));
+        }
+        for sub in &self.subscriptions {
+            let q = quote_ident(sub);
+            sql.push_str(&format!(
+                "ALTER SUBSCRIPTION {q} DISABLE; ALTER SUBSCRIPTION {q} SET (slot_name = NONE); DROP SUBSCRIPTION {q};"
+            ));
+        }
+        for p in &self.publications {
+            sql.push_str(&format!("DROP PUBLICATION {};", quote_ident(p)));
+        }
+        sql.push_str("SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata;");
+        sql
+    }
+}
+
 /// Empties `target` as a freshly created database would be: every user schema (with everything in it)
 /// dropped, `public` recreated with the defaults of the server's version. `pg_restore --clean` alone
 /// cannot do this: objects that are not in the dump (a table created after the backup) would survive and
 /// block dropping their schema.
 pub async fn empty_database(target: &PgTarget) -> Result<()> {
     let mut conn = connect(target).await?;
-    let schemas: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname::text FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') \
-         AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%' ORDER BY 1",
-    )
+    let schemas: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT nspname::text FROM pg_namespace WHERE {USER_SCHEMAS} ORDER BY 1"
+    ))
     .fetch_all(&mut conn)
     .await
     .map_err(|e| target.error("cannot list schemas", &e))?;
-    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
-        .fetch_one(&mut conn)
+    let version = server_version(&mut conn)
         .await
         .map_err(|e| target.error("cannot read the server version", &e))?;
-    // What lives outside the schemas and pg_dump restores: event triggers first (one on sql_drop would
-    // fire on the drops below), subscriptions (detached from their slot, which belongs to the
-    // publisher), publications, large objects. Left in place, pg_restore would fail on them after the
-    // schemas were already emptied.
-    let (triggers, subscriptions, publications): (Vec<String>, Vec<String>, Vec<String>) = {
-        let names = |sql: &'static str| sqlx::query_scalar::<_, String>(sql);
-        (
-            names("SELECT evtname::text FROM pg_event_trigger ORDER BY 1")
-                .fetch_all(&mut conn)
-                .await
-                .map_err(|e| target.error("cannot list event triggers", &e))?,
-            names(
-                "SELECT subname::text FROM pg_subscription \
-                 WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1",
-            )
-            .fetch_all(&mut conn)
-            .await
-            .unwrap_or_default(),
-            names("SELECT pubname::text FROM pg_publication ORDER BY 1")
-                .fetch_all(&mut conn)
-                .await
-                .map_err(|e| target.error("cannot list publications", &e))?,
-        )
-    };
-    for sub in &subscriptions {
-        let q = quote_ident(sub);
-        sqlx::raw_sql(&format!(
-            "ALTER SUBSCRIPTION {q} DISABLE; ALTER SUBSCRIPTION {q} SET (slot_name = NONE); DROP SUBSCRIPTION {q};"
-        ))
-        .execute(&mut conn)
+    let outside = outside_objects(&mut conn)
         .await
-        .map_err(|e| target.error(&format!("cannot drop subscription {sub} before the restore"), &e))?;
-    }
+        .map_err(|e| target.error("cannot list event triggers and publications", &e))?;
     // Fail clearly rather than hang if a session that reconnected holds a lock.
     let mut sql = String::from("BEGIN; SET LOCAL lock_timeout = '60s';");
-    for t in &triggers {
-        sql.push_str(&format!("DROP EVENT TRIGGER {};", quote_ident(t)));
-    }
-    for p in &publications {
-        sql.push_str(&format!("DROP PUBLICATION {};", quote_ident(p)));
-    }
-    sql.push_str("SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata;");
+    sql.push_str(&outside.drop_sql());
     for s in &schemas {
         sql.push_str(&format!("DROP SCHEMA {} CASCADE;", quote_ident(s)));
     }
-    sql.push_str("CREATE SCHEMA public;");
-    if version >= 150000 {
-        sql.push_str("ALTER SCHEMA public OWNER TO pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC;");
-    } else {
-        sql.push_str("GRANT ALL ON SCHEMA public TO PUBLIC;");
-    }
+    sql.push_str(&fresh_public_sql(version));
     sql.push_str("COMMIT;");
     sqlx::raw_sql(&sql)
         .execute(&mut conn)
@@ -553,9 +582,9 @@ pub async fn empty_database(target: &PgTarget) -> Result<()> {
     info!(
         database = %target.dbname,
         schemas = schemas.len(),
-        event_triggers = triggers.len(),
-        publications = publications.len(),
-        subscriptions = subscriptions.len(),
+        event_triggers = outside.triggers.len(),
+        publications = outside.publications.len(),
+        subscriptions = outside.subscriptions.len(),
         "emptied the database for the restore"
     );
     Ok(())

@@ -633,8 +633,8 @@ fn assert_only_these_listed_and_they_verify(
 
 /// What the Job's deadline (or a deleted pod) does: SIGTERM, then SIGKILL after the grace period. The
 /// restore stops while pg_restore loads the schema of the streamed load (held at a gate), and must say
-/// where it stopped and what is left, remove its scratch file (the dump's table of contents, in TMPDIR)
-/// and stop pg_restore, well inside the grace period.
+/// where it stopped and what is left, remove its scratch file (the dump's table of contents, in TMPDIR),
+/// stop pg_restore and put back the schemas clean mode set aside, well inside the grace period.
 #[test]
 fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_file_and_stops_pg_restore()
  {
@@ -700,6 +700,16 @@ fn a_restore_stopped_by_sigterm_says_where_it_stopped_removes_its_scratch_file_a
     assert_eq!(scratch(), 0, "the scratch file is removed");
     // SAFETY: signal 0 only asks whether the process exists.
     wait_for(|| unsafe { libc::kill(pg_restore_pid, 0) } != 0);
+    assert!(
+        stderr.contains("are put back: the database is as it was"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "10",
+        "the schemas set aside are put back"
+    );
+    assert_eq!(db.sql("SELECT x FROM changed_after_backup"), "42");
 }
 
 /// `psql -c select 1` into `db` as `role` (password `pw`): its stderr when the connection is refused.

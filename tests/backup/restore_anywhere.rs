@@ -243,7 +243,8 @@ fn a_non_superuser_restore_names_the_missing_roles_and_the_options_then_restores
         orig.owner
     ));
     stuck.says("--owner-map OLD=NEW");
-    pg.psql(PW, &format!("DROP DATABASE {db}"));
+    stuck.says("did not exist before this restore, and is dropped again");
+    assert_eq!(pg.psql(PW, &exists), "0", "the database it created is gone");
 
     // --owner-map gives the owner's objects (and the database) to a role the restorer may use.
     let mapped = run(restore_into(&target, dir.path()).args([

@@ -1,8 +1,8 @@
 //! The streamed parallel load (`--jobs` above 1): the same database as one `pg_restore` of the same dump,
 //! for the shapes that matter (partitions, large objects, generated columns, a table with no columns,
 //! quoted and non-ASCII names, foreign keys across tables loaded at once, a table split over several
-//! connections, indexes and keys built while other tables load, a partitioned primary key); a checksum mismatch found while loading leaves the live database untouched; a
-//! connection dropped in the middle of a COPY names the table.
+//! connections, indexes and keys built while other tables load, a partitioned primary key); a checksum mismatch found while loading leaves the live database untouched (swap) or puts it back as it
+//! was (clean: its schemas set aside while it loads); a connection dropped in the middle of a COPY names the table.
 
 use std::process::{Command, Stdio};
 
@@ -137,12 +137,7 @@ fn backed_up_in_many_chunks_then_trimmed() -> (TestDb, tempfile::TempDir, String
 #[test]
 fn a_checksum_mismatch_found_while_loading_leaves_the_live_database_untouched() {
     let (db, dir, name) = backed_up_in_many_chunks_then_trimmed();
-    let path = dir.path().join(&name);
-    // A byte near the end of the archive: the schema and most rows are loaded when it is found.
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes.len() * 9 / 10;
-    bytes[at] ^= 0x40;
-    std::fs::write(&path, bytes).unwrap();
+    flip_a_byte_near_the_end(&dir.path().join(&name));
 
     let r = run(bin()
         .env("DATABASE_URL", db.url())
@@ -217,11 +212,15 @@ fn swap_restore_into(db: &TestDb, dir: &std::path::Path, into: &str) -> std::pro
         .unwrap()
 }
 
-/// The pid of the COPY of `held_back` waiting at the gate, if it is there.
-fn waiting_at_the_gate() -> String {
+/// The pid of the COPY of `held_back` waiting at the gate in the scratch database of a restore into
+/// `into`, if it is there (only that one: tests running beside this one hold their own gates).
+fn waiting_at_the_gate(into: &str) -> String {
     psql(
         "postgres",
-        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'COPY %held_back%'",
+        &format!(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'COPY %held_back%' \
+             AND starts_with(datname, '{into}_restore_')"
+        ),
     )
 }
 
@@ -242,7 +241,7 @@ fn a_tables_indexes_are_built_while_the_next_table_loads() {
     let _cleanup = Dropped(vec![into.clone()]);
 
     let restore = swap_restore_into(&db, dir.path(), &into);
-    wait_for(|| !waiting_at_the_gate().is_empty());
+    wait_for(|| !waiting_at_the_gate(&into).is_empty());
     let scratch = psql(
         "postgres",
         &format!("SELECT datname FROM pg_database WHERE datname LIKE '{into}_restore_%'"),
@@ -255,7 +254,7 @@ fn a_tables_indexes_are_built_while_the_next_table_loads() {
         ) == "2"
     });
     assert!(
-        !waiting_at_the_gate().is_empty(),
+        !waiting_at_the_gate(&into).is_empty(),
         "the next table was still loading"
     );
     std::fs::write(&open, b"1").unwrap();
@@ -284,7 +283,7 @@ fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
 
     let restore = swap_restore_into(&db, dir.path(), &into);
     // The COPY waits at the gate: then its connection is cut.
-    let waiting = waiting_at_the_gate;
+    let waiting = || waiting_at_the_gate(&into);
     wait_for(|| !waiting().is_empty());
     psql(
         "postgres",
@@ -301,13 +300,87 @@ fn a_connection_dropped_in_the_middle_of_a_copy_fails_naming_the_table() {
     assert!(stderr.contains("was not touched"), "{stderr}");
 }
 
-/// Clean mode checks every entry first, then reads the archive again to load it, checking the sizes and
-/// the whole-file checksum the second time (the same bytes as verified). An archive changed between the
-/// two reads (here by the pre-restore hook, which runs between them) fails the restore, which names the
-/// way back, and the way back works.
+/// A byte near the end of the archive: the schema and most rows are loaded when it is found.
+fn flip_a_byte_near_the_end(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() * 9 / 10;
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn schemas_of(db: &TestDb) -> String {
+    db.sql(
+        "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace \
+         WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'",
+    )
+}
+
+/// Clean mode loads the live database while it verifies the archive, beside its schemas renamed aside:
+/// once the restore is checked they are dropped, with what was created after the backup.
+#[test]
+fn clean_mode_loads_beside_the_schemas_set_aside_then_drops_them() {
+    let (db, dir, name) = backed_up_in_many_chunks_then_trimmed();
+    let before = schemas_of(&db);
+    db.sql("CREATE SCHEMA after_backup; CREATE TABLE after_backup.t AS SELECT 1 AS x");
+
+    let r = run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["restore", "--no-kubernetes", &name, "--mode", "clean"])
+        .args(["--jobs", "2", "--no-safety-backup"]))
+    .ok();
+
+    r.says("the dump is verified while it loads")
+        .says("set aside while it loads")
+        .says("the schemas set aside are dropped");
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    assert_eq!(
+        schemas_of(&db),
+        before,
+        "the restored schemas alone: none set aside is left, nor the one created after the backup"
+    );
+}
+
+/// A checksum mismatch found once clean mode has loaded most rows drops what it restored and puts the
+/// schemas set aside back: the database is as it was before the restore, and says so.
+#[test]
+fn a_checksum_mismatch_found_while_clean_mode_loads_puts_the_database_back_as_it_was() {
+    let (db, dir, name) = backed_up_in_many_chunks_then_trimmed();
+    let before = schemas_of(&db);
+    flip_a_byte_near_the_end(&dir.path().join(&name));
+
+    let r = run(bin()
+        .env("DATABASE_URL", db.url())
+        .env("BACKUP_DIR", dir.path())
+        .args(["restore", "--no-kubernetes", &name, "--mode", "clean"])
+        .args(["--jobs", "2", "--no-safety-backup"]))
+    .failed(1);
+
+    r.says("data: streamed into 2 connections").says(
+        "the database is as it was: its schemas were set aside while it loaded, and are put back",
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FROM customers"),
+        "10",
+        "the rows as they were"
+    );
+    assert_eq!(schemas_of(&db), before, "the schemas as they were");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM pg_database WHERE datname = current_database() AND datconnlimit = -1"),
+        "1",
+        "connections are allowed again"
+    );
+}
+
+/// What lives outside the schemas (here a large object) keeps them from being set aside: clean mode
+/// then checks every entry first, and reads the archive again to load it, checking the sizes and the
+/// whole-file checksum the second time (the same bytes as verified). An archive changed between the two
+/// reads (here by the pre-restore hook, which runs between them) fails the restore, which names the way
+/// back, and the way back works.
 #[test]
 fn an_archive_changed_between_clean_modes_check_and_its_load_fails_with_the_way_back() {
     let (db, dir, name) = backed_up_in_many_chunks_then_trimmed();
+    db.sql("SELECT lo_from_bytea(0, 'kept outside the schemas')");
     let path = dir.path().join(&name);
     let flip = format!(
         "python3 -c 'import sys; p = sys.argv[1]; b = bytearray(open(p, \"rb\").read()); \
@@ -322,7 +395,8 @@ fn an_archive_changed_between_clean_modes_check_and_its_load_fails_with_the_way_
         .args(["--jobs", "2", "--pre-restore-hook", &flip]))
     .failed(1);
 
-    r.says("verified: every checksum matches")
+    r.says("its schemas cannot be set aside while it loads")
+        .says("verified: every checksum matches")
         .says("data: streamed into 2 connections")
         .says("the previous state is in safety backup");
     let safety = archives(dir.path())
