@@ -1007,7 +1007,7 @@ async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result
             state.apply(&mut conn, target, "the backup", db).await?;
         }
     }
-    let input = load.open().await?;
+    let mut input = load.open().await?;
     let closed = pg::refuse_connections(&mut conn, target, db).await?;
     *REFUSING.lock().expect("refusing lock") = closed.map(|l| (target.clone(), l));
     pg::terminate_sessions(&mut conn, target, db).await?;
@@ -1021,8 +1021,10 @@ async fn restore_clean(target: &PgTarget, load: &Load<'_>, undo: &str) -> Result
             if let Some(aside) = Aside::set(target).await? {
                 return load_beside(target, load, input, aside, undo).await;
             }
-            // What keeps the schemas from being set aside appeared since it was looked for.
+            // What keeps the schemas from being set aside appeared since it was looked for. (The
+            // archive opened for the load waited through this read: it is opened again.)
             verify::check(load.store, load.backup, load.identity.clone(), ()).await?;
+            input = load.open().await?;
         }
         let verified = Load {
             verified_before: true,

@@ -473,6 +473,12 @@ fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
         "0",
         "the kill left a half-restored database"
     );
+    let set_aside = "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eternia\\_aside\\_%'";
+    assert_ne!(
+        db.sql(set_aside),
+        "0",
+        "the schemas set aside are left beside it (the way back by hand)"
+    );
 
     let listed = list_json(dir.path());
     let safety = listed.last().unwrap()["name"].as_str().unwrap().to_owned();
@@ -484,6 +490,11 @@ fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
     );
     assert_eq!(db.sql("SELECT x FROM changed_after_backup"), "42");
     assert_eq!(db.sql("SELECT count(*) FROM bulk"), "400000");
+    assert_eq!(
+        db.sql(set_aside),
+        "0",
+        "the next restore set the leftover aside too, and dropped it"
+    );
 }
 
 #[test]
