@@ -43,6 +43,11 @@ static REFUSING: std::sync::Mutex<Option<(PgTarget, i32)>> = std::sync::Mutex::n
 /// way out.
 static ASIDE: std::sync::Mutex<Option<Aside>> = std::sync::Mutex::new(None);
 
+/// The schemas set aside being dropped once a clean restore is loaded and checked, beside what follows
+/// (the ConfigMaps/Secrets, the rollout): the restore waits for it at its end.
+static DROPPING: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<()>>>> =
+    std::sync::Mutex::new(None);
+
 /// The Deployments this restore scaled to zero, to scale back also after a SIGTERM.
 type ScaledApp = (kube::Client, String, Vec<quiesce::Scaled>);
 static SCALED: std::sync::Mutex<Option<ScaledApp>> = std::sync::Mutex::new(None);
@@ -563,7 +568,8 @@ async fn restore_locked(
         }
         .await;
         let back = bring_back(kube.as_ref(), changed.is_ok(), &mut summary).await;
-        changed.and(back)
+        let dropped = set_aside_dropped().await;
+        changed.and(back).and(dropped)
     }
     .await;
     post_hook(cfg, &name, outcome).await?;
@@ -1100,8 +1106,8 @@ async fn clean_sets_aside(into: &[Into]) -> Result<bool> {
     Ok(why.is_none())
 }
 
-/// Clean mode, the database's schemas set aside: loads it as the archive is verified. Success drops the
-/// schemas set aside; a failure (a checksum mismatch, a load that failed, row counts that differ) drops
+/// Clean mode, the database's schemas set aside: loads it as the archive is verified. Success starts
+/// dropping the schemas set aside (see [`DROPPING`]); a failure (a checksum mismatch, a load that failed, row counts that differ) drops
 /// what was restored and puts them back.
 async fn load_beside(
     target: &PgTarget,
@@ -1120,7 +1126,7 @@ async fn load_beside(
     ASIDE.lock().expect("aside lock").take();
     match loaded {
         Ok(loaded) => {
-            aside.drop().await?;
+            *DROPPING.lock().expect("dropping lock") = Some(tokio::spawn(aside.drop()));
             Ok(loaded)
         }
         Err(e) => match aside.put_back().await {
@@ -1135,6 +1141,15 @@ async fn load_beside(
                 Err(with_undo(e, &format!("{back}; {undo}")))
             }
         },
+    }
+}
+
+/// Waits for the schemas set aside to be dropped, if a clean restore started that (see [`DROPPING`]).
+async fn set_aside_dropped() -> Result<()> {
+    let dropping = DROPPING.lock().expect("dropping lock").take();
+    match dropping {
+        Some(handle) => handle.await.expect("the drop of the schemas set aside"),
+        None => Ok(()),
     }
 }
 

@@ -153,12 +153,16 @@ impl Aside {
             .map(|(_, aside)| quote_ident(aside))
             .collect::<Vec<_>>()
             .join(", ");
-        sqlx::raw_sql(&format!(
-            "SET lock_timeout = '60s'; DROP SCHEMA IF EXISTS {list} CASCADE"
-        ))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| {
+        let dropped = async {
+            sqlx::query("SET lock_timeout = '60s'")
+                .execute(&mut conn)
+                .await?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {list} CASCADE"))
+                .execute(&mut conn)
+                .await
+        }
+        .await;
+        dropped.map_err(|e| {
             self.target.error(
                 &format!(
                     "the restore is done, but the schemas set aside before it could not be dropped ({}): \
