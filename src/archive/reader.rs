@@ -14,6 +14,20 @@ use crate::error::{Error, Result};
 /// The longest entry name a GNU long-name header may carry (our longest: a Kubernetes object path).
 const MAX_LONG_NAME: u64 = 4096;
 
+/// Sees each entry's bytes while they are checked, on the checking thread (restore keeps the objects
+/// and globals, and the streamed load takes the dump, this way). Whatever it does not read is read and
+/// hashed after it.
+pub trait Visit: Send + 'static {
+    fn entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<()>;
+}
+
+/// Checks without looking at the contents.
+impl Visit for () {
+    fn entry(&mut self, _: &str, _: &mut dyn Read) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What a successful walk saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkSummary {

@@ -25,18 +25,7 @@ pub struct VerifyReport {
     pub contents_checked: bool,
 }
 
-/// Sees each entry's bytes while they are checked, on the checking thread (restore keeps the objects
-/// and extracts the dump this way). Whatever it does not read is read and hashed after it.
-pub trait Visit: Send + 'static {
-    fn entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<()>;
-}
-
-/// Checks without looking at the contents.
-impl Visit for () {
-    fn entry(&mut self, _: &str, _: &mut dyn Read) -> io::Result<()> {
-        Ok(())
-    }
-}
+pub use crate::archive::reader::Visit;
 
 /// `eternia-backup verify`: finds the backup in the stores and checks it.
 pub async fn run(

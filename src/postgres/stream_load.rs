@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 const BATCH: usize = 1 << 20;
 
 /// Loads the dump of `db` into `target` with `opts.jobs` connections, fed the archive's entries as
-/// verification reads them (see [`crate::commands::verify::Visit`]): every checksum is checked on the
+/// verification reads them (see [`crate::archive::reader::Visit`]): every checksum is checked on the
 /// way, and a mismatch stops the load. [`StreamLoad::finish`] ends it once the archive checked out.
 pub struct StreamLoad {
     db: DatabaseInfo,
@@ -52,7 +52,7 @@ pub struct StreamLoad {
     buf: Vec<u8>,
 }
 
-impl crate::commands::verify::Visit for StreamLoad {
+impl crate::archive::reader::Visit for StreamLoad {
     fn entry(&mut self, path: &str, r: &mut dyn Read) -> io::Result<()> {
         if self.db.chunk_number(path).is_none() {
             return Ok(());
