@@ -1117,9 +1117,10 @@ async fn load_beside(
     undo: &str,
 ) -> Result<Loaded> {
     crate::interrupt::step(format!(
-        "loading the database {} beside its schemas set aside as {}; to go back, drop the schemas the restore created and rename those back, or {undo}",
+        "loading the database {} beside its schemas set aside as {}; to go back, drop the schemas the restore created, then run {}; or {undo}",
         target.dbname,
-        aside.names()
+        aside.names(),
+        aside.rename_back_sql()
     ));
     *ASIDE.lock().expect("aside lock") = Some(aside.clone());
     let loaded = load.load_opened(input, target).await;

@@ -480,6 +480,15 @@ async fn row_counters(
 pub(super) const USER_SCHEMAS: &str = "nspname NOT IN ('pg_catalog', 'information_schema') \
      AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%'";
 
+/// The user schemas of the database `conn` is connected to, by name.
+pub(super) async fn user_schemas(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(&format!(
+        "SELECT nspname::text FROM pg_namespace WHERE {USER_SCHEMAS} ORDER BY 1"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+}
+
 /// `public` as a fresh database of the server's version has it.
 pub(super) fn fresh_public_sql(version: i32) -> String {
     let mut sql = String::from("CREATE SCHEMA public;");
@@ -554,12 +563,9 @@ impl Outside {
 /// block dropping their schema.
 pub async fn empty_database(target: &PgTarget) -> Result<()> {
     let mut conn = connect(target).await?;
-    let schemas: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT nspname::text FROM pg_namespace WHERE {USER_SCHEMAS} ORDER BY 1"
-    ))
-    .fetch_all(&mut conn)
-    .await
-    .map_err(|e| target.error("cannot list schemas", &e))?;
+    let schemas = user_schemas(&mut conn)
+        .await
+        .map_err(|e| target.error("cannot list schemas", &e))?;
     let version = server_version(&mut conn)
         .await
         .map_err(|e| target.error("cannot read the server version", &e))?;

@@ -12,7 +12,9 @@
 use sqlx::{Connection, PgConnection};
 use tracing::{info, instrument, warn};
 
-use super::restore::{USER_SCHEMAS, fresh_public_sql, outside_objects, server_version};
+use super::restore::{
+    USER_SCHEMAS, fresh_public_sql, outside_objects, server_version, user_schemas,
+};
 use super::snapshot::{connect, quote_ident};
 use super::target::PgTarget;
 use crate::error::Result;
@@ -76,11 +78,7 @@ impl Aside {
             if let Some(why) = obstacle(&mut tx).await {
                 return Ok(Err(why));
             }
-            let schemas: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT nspname::text FROM pg_namespace WHERE {USER_SCHEMAS} ORDER BY 1"
-            ))
-            .fetch_all(&mut *tx)
-            .await?;
+            let schemas = user_schemas(&mut tx).await?;
             let token = format!(
                 "{:08x}",
                 (std::process::id() as u128
@@ -132,6 +130,22 @@ impl Aside {
                 Ok(None)
             }
         }
+    }
+
+    /// The statements that give the set-aside schemas their names back (once the schemas the restore
+    /// created are dropped).
+    pub fn rename_back_sql(&self) -> String {
+        self.renamed
+            .iter()
+            .map(|(was, aside)| {
+                format!(
+                    "ALTER SCHEMA {} RENAME TO {};",
+                    quote_ident(aside),
+                    quote_ident(was)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The set-aside names, for the log and for the way back by hand.
@@ -190,29 +204,21 @@ impl Aside {
         let _ = maint.close().await;
         let mut conn = connect(&self.target).await?;
         let put = async {
-            let mut tx = conn.begin().await?;
-            let outside = outside_objects(&mut tx).await?;
-            let aside: Vec<&str> = self.renamed.iter().map(|(_, a)| a.as_str()).collect();
-            let restored: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT nspname::text FROM pg_namespace WHERE {USER_SCHEMAS} AND nspname <> ALL($1) ORDER BY 1"
-            ))
-            .bind(&aside)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut sql = String::from("SET LOCAL lock_timeout = '60s';");
+            // Listed before the transaction: the lists are read-only, the changes one transaction.
+            let outside = outside_objects(&mut conn).await?;
+            let restored: Vec<String> = user_schemas(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|s| !self.renamed.iter().any(|(_, aside)| aside == s))
+                .collect();
+            let mut sql = String::from("BEGIN; SET LOCAL lock_timeout = '60s';");
             sql.push_str(&outside.drop_sql());
             for s in &restored {
                 sql.push_str(&format!("DROP SCHEMA {} CASCADE;", quote_ident(s)));
             }
-            for (was, aside) in &self.renamed {
-                sql.push_str(&format!(
-                    "ALTER SCHEMA {} RENAME TO {};",
-                    quote_ident(aside),
-                    quote_ident(was)
-                ));
-            }
-            sqlx::raw_sql(&sql).execute(&mut *tx).await?;
-            tx.commit().await
+            sql.push_str(&self.rename_back_sql());
+            sql.push_str("COMMIT;");
+            sqlx::raw_sql(&sql).execute(&mut conn).await.map(|_| ())
         }
         .await;
         let _ = conn.close().await;
@@ -220,8 +226,9 @@ impl Aside {
             self.target.error(
                 &format!(
                     "the schemas set aside could not be put back ({}): drop the schemas the restore created, \
-                     then rename these back (ALTER SCHEMA … RENAME TO …)",
-                    self.names()
+                     then run {}",
+                    self.names(),
+                    self.rename_back_sql()
                 ),
                 &e,
             )
