@@ -184,6 +184,9 @@ pub fn restore(s: &RestoreSummary) -> String {
         for n in &r.left_alone {
             line(format!("existing role left as it is: {n}"));
         }
+        if let Some(left) = &s.schemas_left_aside {
+            line(format!("warning: {left}"));
+        }
         line(format!(
             "restore of {} complete in {:.1}s",
             s.archive,

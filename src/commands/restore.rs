@@ -134,6 +134,9 @@ pub struct RestoreSummary {
     pub restarted: Vec<String>,
     pub duration: Duration,
     pub dry_run: bool,
+    /// Clean mode: the schemas set aside while the database loaded could not be dropped after (what is
+    /// left, and the statement that drops it).
+    pub schemas_left_aside: Option<String>,
 }
 
 /// One database of the archive, restored (or, in a dry run, planned).
@@ -568,8 +571,8 @@ async fn restore_locked(
         }
         .await;
         let back = bring_back(kube.as_ref(), changed.is_ok(), &mut summary).await;
-        let dropped = set_aside_dropped().await;
-        changed.and(back).and(dropped)
+        summary.schemas_left_aside = set_aside_dropped().await;
+        changed.and(back)
     }
     .await;
     post_hook(cfg, &name, outcome).await?;
@@ -1146,11 +1149,17 @@ async fn load_beside(
 }
 
 /// Waits for the schemas set aside to be dropped, if a clean restore started that (see [`DROPPING`]).
-async fn set_aside_dropped() -> Result<()> {
-    let dropping = DROPPING.lock().expect("dropping lock").take();
-    match dropping {
-        Some(handle) => handle.await.expect("the drop of the schemas set aside"),
-        None => Ok(()),
+/// The database is restored by then: a drop that failed is not the restore's failure but a warning,
+/// which names the schemas left and the statement that drops them (the next clean restore of the
+/// database drops them too).
+async fn set_aside_dropped() -> Option<String> {
+    let dropping = DROPPING.lock().expect("dropping lock").take()?;
+    match dropping.await.expect("the drop of the schemas set aside") {
+        Ok(()) => None,
+        Err(e) => {
+            warn!(error = %e, "the restore succeeded; the schemas set aside before it are left");
+            Some(e.to_string())
+        }
     }
 }
 

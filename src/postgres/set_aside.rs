@@ -17,7 +17,7 @@ use super::restore::{
 };
 use super::snapshot::{connect, quote_ident};
 use super::target::PgTarget;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The first thing that keeps the schemas of the database `conn` is connected to from being set aside,
 /// in words (`None`: nothing does). A query that fails (a catalog the role may not read) is one too.
@@ -160,13 +160,23 @@ impl Aside {
     /// The restore succeeded: the set-aside schemas, and everything in them, are dropped.
     #[instrument(skip_all, fields(database = %self.target.dbname))]
     pub async fn drop(self) -> Result<()> {
-        let mut conn = connect(&self.target).await?;
         let list = self
             .renamed
             .iter()
             .map(|(_, aside)| quote_ident(aside))
             .collect::<Vec<_>>()
             .join(", ");
+        let what = format!(
+            "the restore is done, but the schemas set aside before it could not be dropped ({}): drop them \
+             by hand (DROP SCHEMA {list} CASCADE), or leave them to the next clean restore of the database, \
+             which drops them",
+            self.names()
+        );
+        let mut conn = connect(&self.target).await.map_err(|e| Error::Restore {
+            step: "drop the schemas set aside".into(),
+            problem: format!("{what}: {e}"),
+            hint: "the PostgreSQL server's log".into(),
+        })?;
         let dropped = async {
             sqlx::query("SET lock_timeout = '60s'")
                 .execute(&mut conn)
@@ -176,16 +186,7 @@ impl Aside {
                 .await
         }
         .await;
-        dropped.map_err(|e| {
-            self.target.error(
-                &format!(
-                    "the restore is done, but the schemas set aside before it could not be dropped ({}): \
-                     drop them by hand (DROP SCHEMA {list} CASCADE)",
-                    self.names()
-                ),
-                &e,
-            )
-        })?;
+        dropped.map_err(|e| self.target.error(&what, &e))?;
         let _ = conn.close().await;
         info!(
             schemas = self.renamed.len(),

@@ -497,6 +497,94 @@ fn a_clean_restore_killed_midway_is_undone_by_restoring_its_safety_backup() {
     );
 }
 
+/// A `pg_restore` that stops at `gate` before its first post-data run (the rows are loading or loaded),
+/// then runs for real.
+fn pg_restore_stopping_before_post_data(
+    tools: &std::path::Path,
+    gate: &Gate,
+) -> std::path::PathBuf {
+    wrapper(
+        tools,
+        "pg_restore-before-post-data",
+        &format!(
+            "if [[ \" $* \" == *\" --section=post-data \"* ]]; then {}; fi\nexec pg_restore \"$@\"",
+            gate.shell()
+        ),
+    )
+}
+
+#[test]
+fn a_clean_restore_whose_schemas_set_aside_cannot_be_dropped_succeeds_and_says_how_to_drop_them() {
+    let (db, dir) = backed_up_then_changed();
+    let (tools, gate) = (tempdir(), Gate::new());
+    let child = restore_in(&db, dir.path())
+        .env(
+            "PG_RESTORE_BIN",
+            pg_restore_stopping_before_post_data(tools.path(), &gate),
+        )
+        .args(["latest", "--mode", "clean", "--no-safety-backup"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    let aside = db.sql(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = 'customers' AND n.nspname LIKE 'eternia\\_aside\\_%'",
+    );
+    assert!(
+        !aside.is_empty(),
+        "the live schemas are set aside while the database loads"
+    );
+    // Another session reads a table set aside: its lock holds the drop after the restore up.
+    let mut reader = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-qAt", "-d", &db.name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        reader.stdin.as_mut().unwrap(),
+        "BEGIN; LOCK TABLE {aside}.customers IN ACCESS SHARE MODE;"
+    )
+    .unwrap();
+    let held = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = '{aside}' AND c.relname = 'customers' AND l.granted"
+    );
+    wait_for(|| db.sql(&held) != "0");
+    gate.release();
+    // The drop waits for the lock; ending its session makes it fail.
+    let dropping = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'DROP SCHEMA IF EXISTS %eternia\\_aside\\_%' AND wait_event_type = 'Lock'";
+    wait_for(|| !psql("postgres", dropping).is_empty());
+    psql(
+        "postgres",
+        &format!("SELECT pg_terminate_backend(pid) FROM ({dropping}) d"),
+    );
+    let out = child.wait_with_output().unwrap();
+    drop(reader.stdin.take());
+    reader.wait().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the restore succeeded: {summary}");
+    assert!(
+        summary.contains("could not be dropped") && summary.contains("DROP SCHEMA"),
+        "the summary names the schemas left and how to drop them: {summary}"
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+    assert_eq!(db.sql("SELECT count(*) FROM bulk"), "400000");
+    let set_aside = "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eternia\\_aside\\_%'";
+    assert_ne!(db.sql(set_aside), "0", "the schemas set aside are left");
+
+    run(restore_in(&db, dir.path()).args(["latest", "--mode", "clean", "--no-safety-backup"])).ok();
+    assert_eq!(
+        db.sql(set_aside),
+        "0",
+        "the next clean restore dropped them"
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM customers"), "300");
+}
+
 #[test]
 fn postgres_crashing_mid_dump_fails_clearly_keeps_the_previous_backup_and_the_next_run_succeeds() {
     let password = "crash-test-pw-5d1e";
